@@ -1,0 +1,184 @@
+"""Named training recipes: each seed notebook's settings as plain data, plus ours.
+
+A recipe is a set of overrides of `Config`'s defaults; `resolve(recipe, **overrides)` gives the full config
+a run uses, and that resolved config is what a run folder stores, so eval/export/serve need no flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .data import DATASETS, SCALINGS
+from .errors import LenetError
+from .models import INITS, list_models
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
+SCHEDULES = ("constant", "onecycle", "cosine", "piecewise")
+REDUCTIONS = ("mean", "sum", "nominal")
+LOG_FORMATS = ("d2l", "keras", "community", "tf1")
+LOSSES = ("cross-entropy", "map")
+
+
+@dataclass
+class Config:
+    """Everything that decides what a training run computes (not where or how fast it runs)."""
+
+    recipe: str = "d2l"
+    model: str = "lenet5-d2l"
+    model_kwargs: dict = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    scaling: str = "unit"  # none | unit | standard | lecun (see lenet.data.scale_images)
+    input_size: int = 0  # 0: the model's own input size; 28 -> 32 pads with background
+    resize: bool = False  # reach input_size by bilinear resizing instead of padding
+    val_fraction: float = 0.0  # the last fraction of the training set, held out (Keras' validation_split)
+    batch_size: int = 256
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.9
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    lr_by_epoch: list[float] = field(default_factory=list)  # piecewise: the lr of each epoch, last one repeats
+    warmup: float = 0.25  # onecycle: fraction of the steps spent warming up
+    loss: str = "cross-entropy"
+    reduction: str = "mean"  # mean over the batch | sum over it | sum / nominal batch size (Gluon's step(bs))
+    label_smoothing: float = 0.0
+    init: str = "default"  # default | xavier | glorot (see lenet.models.init_weights)
+    distort: bool = False  # random affine distortions of the training images (LeCun 1998)
+    seed: int = 0
+    log_format: str = "d2l"
+    log_every: int = 0  # tf1: evaluate the test set every this many steps
+    eval_batch_size: int = 2000
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        """Rebuild a config from JSON, ignoring keys this version does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    seed: str  # the seed notebook it reproduces
+    description: str
+    seed_result: str  # what the seed printed, to compare against
+    settings: dict
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            "d2l",
+            "001, 004",
+            "d2l's PyTorch LeNet on Fashion-MNIST (train_ch6)",
+            "d2l's builds: loss 0.455-0.512, train acc 0.803-0.831, test acc 0.761-0.826",
+            dict(model="lenet5-d2l", dataset="fashion-mnist", scaling="unit", batch_size=256, epochs=10,
+                 optimizer="sgd", lr=0.9, init="xavier", reduction="mean", log_format="d2l"),
+        ),
+        Recipe(
+            "d2l-mxnet",
+            "000",
+            "d2l's MXNet LeNet on Fashion-MNIST (train_ch5): max pooling, Gluon's loss.sum() + step(batch_size)",
+            "epoch 14: loss 0.4006, train acc 0.850, test acc 0.857",
+            dict(model="lenet5-mxnet", dataset="fashion-mnist", scaling="unit", batch_size=256, epochs=50,
+                 optimizer="sgd", lr=0.9, init="glorot", reduction="nominal", log_format="d2l"),
+        ),
+        Recipe(
+            "keras",
+            "002",
+            "the Keras LeNet: raw 0-255 input, batch 32, last 10% of train for validation, sigmoid outputs",
+            "test: loss 0.5288 - accuracy 0.7966",
+            dict(model="lenet5-keras", dataset="fashion-mnist", scaling="none", batch_size=32, epochs=5,
+                 optimizer="sgd", lr=0.9, init="glorot", reduction="mean", val_fraction=0.1, log_format="keras"),
+        ),
+        Recipe(
+            "pytorch-tutorial",
+            "003 (official)",
+            "the PyTorch tutorial LeNet5 on MNIST padded to 32x32: SGD with momentum 0.9, lr 0.01, batch 64",
+            "(the seed only runs a forward pass)",
+            dict(model="lenet5-tutorial", dataset="mnist", scaling="unit", input_size=32, batch_size=64, epochs=5,
+                 optimizer="sgd", lr=0.01, momentum=0.9, reduction="mean", log_format="d2l"),
+        ),
+        Recipe(
+            "community",
+            "003 (民间版)",
+            "the community LeNet on MNIST: batch 64, SGD lr 1e-3 on the summed cross-entropy",
+            "[10/10] Loss: 0.03946, Acc: 98.75",
+            dict(model="lenet-community", dataset="mnist", scaling="unit", batch_size=64, epochs=10,
+                 optimizer="sgd", lr=1e-3, reduction="sum", log_format="community"),
+        ),
+        Recipe(
+            "tf1-cnn",
+            "003 (TF)",
+            "the TF1 MNIST CNN: Adam 1e-3, batch 20, dropout 0.5; test accuracy every 500 steps",
+            "(the seed ran 100 steps of batch 20)",
+            dict(model="cnn-tf1", dataset="mnist", scaling="unit", batch_size=20, epochs=1, optimizer="adam",
+                 lr=1e-3, reduction="mean", log_format="tf1", log_every=500),
+        ),
+        Recipe(
+            "fast",
+            "ours",
+            "lenet5-modern with batch norm, Nesterov SGD and a one-cycle schedule: >= 99% on MNIST in seconds",
+            "",
+            dict(model="lenet5-modern", dataset="mnist", scaling="standard", batch_size=128, epochs=3,
+                 optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+                 warmup=0.2, label_smoothing=0.1, reduction="mean", log_format="d2l"),
+        ),
+    ]
+}  # fmt: skip
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise LenetError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+
+
+def resolve(recipe: str = "d2l", **overrides) -> Config:
+    """The full config of `recipe` with `overrides` (None values ignored), checked for sense."""
+    settings = dict(get_recipe(recipe).settings, recipe=recipe)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise LenetError(f"unknown config field(s): {', '.join(unknown)}")
+    return validate(Config(**settings))
+
+
+def validate(cfg: Config) -> Config:
+    """Raise a one-line error for any setting that cannot work."""
+    checks = [
+        (cfg.model in list_models(), f"unknown model {cfg.model!r}; known: {', '.join(list_models())}"),
+        (cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}"),
+        (cfg.scaling in SCALINGS, f"unknown scaling {cfg.scaling!r}; expected one of {', '.join(SCALINGS)}"),
+        (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
+        (cfg.schedule in SCHEDULES, f"unknown schedule {cfg.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+        (cfg.reduction in REDUCTIONS, f"unknown reduction {cfg.reduction!r}; expected one of {', '.join(REDUCTIONS)}"),
+        (cfg.log_format in LOG_FORMATS, f"unknown log format {cfg.log_format!r}"),
+        (cfg.loss in LOSSES, f"unknown loss {cfg.loss!r}; expected one of {', '.join(LOSSES)}"),
+        (cfg.init in INITS, f"unknown init {cfg.init!r}; expected one of {', '.join(INITS)}"),
+        (cfg.batch_size >= 1, f"batch size must be at least 1, got {cfg.batch_size}"),
+        (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.lr > 0, f"learning rate must be positive, got {cfg.lr}"),
+        (cfg.momentum >= 0, f"momentum must be >= 0, got {cfg.momentum}"),
+        (cfg.weight_decay >= 0, f"weight decay must be >= 0, got {cfg.weight_decay}"),
+        (0 <= cfg.label_smoothing < 1, f"label smoothing must be in [0, 1), got {cfg.label_smoothing}"),
+        (0 <= cfg.val_fraction < 1, f"validation fraction must be in [0, 1), got {cfg.val_fraction}"),
+        (0 <= cfg.warmup < 1, f"warmup must be in [0, 1), got {cfg.warmup}"),
+        (cfg.input_size in (0, 28, 32), f"input size must be 28 or 32, got {cfg.input_size}"),
+        (cfg.eval_batch_size >= 1, f"eval batch size must be at least 1, got {cfg.eval_batch_size}"),
+        (cfg.log_every >= 0, f"log-every must be >= 0, got {cfg.log_every}"),
+        (cfg.schedule != "piecewise" or bool(cfg.lr_by_epoch), "a piecewise schedule needs lr_by_epoch"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LenetError(message)
+    return cfg
