@@ -148,6 +148,27 @@ def predict_split(model: nn.Module, split: Split, batch_size: int = 2000) -> tor
 # ----------------------------------------------------------------------------------------------------------
 # The loop
 
+TrainStep = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, world_size: int = 1) -> TrainStep:
+    """One optimiser step on a batch: step(x, y, denominator) -> (summed per-sample loss, number correct).
+
+    Both results stay on the device (detached), so the caller can accumulate them without a host sync.
+    """
+
+    def step(x: torch.Tensor, y: torch.Tensor, denominator: float):
+        logits = model(x)
+        losses = per_sample_loss(cfg, logits, y)
+        # Data-parallel training averages gradients over ranks; scaling by world_size undoes that.
+        loss = losses.sum() * (world_size / denominator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return losses.detach().sum(), (logits.detach().argmax(1) == y).sum()
+
+    return step
+
 
 @dataclass
 class History:
@@ -222,6 +243,7 @@ def fit(
     total_steps = steps_per_epoch * cfg.epochs
     history = state.history
     num_classes = len(data.classes)
+    step = make_step(model, optimizer, cfg, world_size)
 
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
@@ -238,15 +260,9 @@ def fit(
             denominator = loss_denominator(cfg, len(y))
             if world_size > 1:
                 x, y = x.tensor_split(world_size)[rank], y.tensor_split(world_size)[rank]
-            logits = model(x)
-            losses = per_sample_loss(cfg, logits, y)
-            # Data-parallel training averages gradients over ranks; scaling by world_size undoes that.
-            loss = losses.sum() * (world_size / denominator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += losses.detach().sum()
-            correct += (logits.detach().argmax(1) == y).sum()
+            batch_loss, batch_correct = step(x, y, denominator)
+            loss_sum += batch_loss
+            correct += batch_correct
             seen += len(y)
             state.step += 1
             if on_step is not None:
