@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import math
 import os
 import sys
@@ -404,8 +405,11 @@ def download_file(
                 raise OSError("checksum mismatch: the mirror served other data")
             os.replace(tmp, dest)
             return dest
-        except (OSError, urllib.error.URLError, LenetError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
+        except (OSError, http.client.HTTPException, LenetError, ValueError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                reason = f"HTTP {e.code} {e.reason}"
+            else:
+                reason = getattr(e, "reason", None) or e
             print(f"  failed: {reason}", file=sys.stderr)
             errors.append(f"{url}: {reason}")
         finally:

@@ -13,7 +13,7 @@ from .recipes import Config
 class Reporter:
     """Prints a run's progress: one line per epoch in the recipe's format, and a progress bar on terminals."""
 
-    def __init__(self, cfg: Config, device: str, out: TextIO = sys.stdout, progress: bool | None = None):
+    def __init__(self, cfg: Config, device: str, out: TextIO | None = None, progress: bool | None = None):
         self.cfg, self.device, self.out = cfg, device, out
         # The bar is for people watching a terminal; logs and CI get only whole lines.
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -21,7 +21,7 @@ class Reporter:
         self._epoch_start = time.perf_counter()
 
     def print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        print(line, file=self.out or sys.stdout, flush=True)
 
     def start(self, samples: int, params: int) -> None:
         cfg = self.cfg

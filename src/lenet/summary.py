@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import LenetError
 from .models import count_parameters, leaf_modules
 
 
@@ -51,6 +52,9 @@ def summarize(model: nn.Module, input_size: int | None = None, name: str = "") -
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise LenetError(f"{name or 'model'} does not take a {size}x{size} input ({first})") from None
     finally:
         for h in hooks:
             h.remove()

@@ -1,0 +1,139 @@
+"""The model zoo against the seed notebooks' own printouts, and what every registered model must do."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lenet import count_parameters, create_model, list_models
+from lenet.cli import main
+from lenet.errors import LenetError
+from lenet.models import ClippedLog, init_weights, model_spec
+from lenet.summary import summarize
+
+SEED_MODELS = ["lenet5-d2l", "lenet5-mxnet", "lenet5-keras", "lenet5-tutorial", "lenet-community", "cnn-tf1",
+               "lenet5-modern"]  # fmt: skip
+
+
+def test_registry_has_every_seed_net():
+    assert set(SEED_MODELS) <= set(list_models())
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(LenetError, match="unknown model 'lenet6'; known: .*lenet5-d2l"):
+        create_model("lenet6")
+
+
+def test_d2l_shapes_as_seed_001_prints_them():
+    """Seed 001's loop `for layer in net: X = layer(X); print(layer.__class__.__name__, X.shape)`."""
+    net = create_model("lenet5-d2l")
+    X = torch.rand(1, 1, 28, 28)
+    printed = []
+    for layer in net:
+        X = layer(X)
+        printed.append((layer.__class__.__name__, list(X.shape)))
+    assert printed == [
+        ("Conv2d", [1, 6, 28, 28]), ("Sigmoid", [1, 6, 28, 28]), ("AvgPool2d", [1, 6, 14, 14]),
+        ("Conv2d", [1, 16, 10, 10]), ("Sigmoid", [1, 16, 10, 10]), ("AvgPool2d", [1, 16, 5, 5]),
+        ("Flatten", [1, 400]), ("Linear", [1, 120]), ("Sigmoid", [1, 120]), ("Linear", [1, 84]),
+        ("Sigmoid", [1, 84]), ("Linear", [1, 10]),
+    ]  # fmt: skip
+    assert count_parameters(net) == 61_706
+
+
+def test_keras_summary_as_seed_002_prints_it():
+    rows = [r for r in summarize(create_model("lenet5-keras")).layers if r.type not in ("Sigmoid", "ClippedLog")]
+    # Keras prints NHWC, (None, 24, 24, 6); torch is NCHW.
+    assert [(r.output_shape[1:], r.params) for r in rows] == [
+        ([6, 24, 24], 156), ([6, 12, 12], 0), ([16, 8, 8], 2416), ([16, 4, 4], 0), ([256], 0),
+        ([120], 30840), ([84], 10164), ([10], 850),
+    ]  # fmt: skip
+    assert count_parameters(create_model("lenet5-keras")) == 44_426
+
+
+def test_keras_loss_arithmetic():
+    """Keras: clip sigmoid outputs to [1e-7, 1-1e-7], log, softmax cross-entropy = -log(p_y / sum p)."""
+    p = torch.tensor([[0.9, 0.5, 1.0, 0.0]])
+    logits = ClippedLog()(p)
+    loss = nn.functional.cross_entropy(logits, torch.tensor([0]))
+    clipped = p.clamp(1e-7, 1 - 1e-7)
+    assert loss.item() == pytest.approx(-torch.log(clipped[0, 0] / clipped.sum()).item(), rel=1e-6)
+
+
+def test_tutorial_parameters_as_seed_003_prints_them():
+    params = list(create_model("lenet5-tutorial").parameters())
+    assert len(params) == 10 and list(params[0].size()) == [6, 1, 5, 5]
+    assert model_spec("lenet5-tutorial").input_size == 32
+
+
+def test_community_net_has_no_activations():
+    net = create_model("lenet-community")
+    kinds = {type(m) for m in net.modules()} - {type(net)}
+    assert kinds == {nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear}
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.padding == (1, 1)
+
+
+def test_tf1_cnn_shapes_and_init():
+    net = create_model("cnn-tf1")
+    shapes = {r.name: r.output_shape for r in summarize(net).layers}
+    assert shapes["pool2"] == [1, 64, 7, 7] and shapes["fc1"] == [1, 1024]
+    w = net.fc1.weight
+    assert w.abs().max() <= 0.2 and 0.07 < w.std() < 0.095  # truncated at 2 std of 0.1
+    assert torch.all(net.fc1.bias == 0.1)
+
+
+def test_modern_is_lenet5_sized():
+    assert count_parameters(create_model("lenet5-modern")) <= 62_000
+    assert count_parameters(create_model("lenet5-modern", batch_norm=False)) <= 62_000
+
+
+def test_init_schemes():
+    torch.manual_seed(0)
+    net = init_weights(create_model("lenet5-mxnet"), "glorot")
+    assert torch.all(net.fc1.bias == 0)
+    bound = (6 / (256 + 120)) ** 0.5
+    assert net.fc1.weight.abs().max() <= bound and net.fc1.weight.abs().max() > 0.9 * bound
+    xavier = init_weights(create_model("lenet5-d2l"), "xavier")
+    assert xavier.fc1.bias.abs().max() > 0  # d2l leaves biases as PyTorch made them
+    with pytest.raises(LenetError):
+        init_weights(net, "he")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_trains_and_exports(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    size = model_spec(name).input_size
+    x = torch.randn(3, 1, size, size)
+    out = model(x)
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    model.eval()
+    exported = torch.export.export(model, (x,))
+    assert torch.allclose(exported.module()(x), model(x), atol=1e-6)
+
+
+def test_models_and_inspect_commands(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in SEED_MODELS:
+        assert name in out
+    assert "61,706" in out and "44,426" in out
+
+    assert main(["inspect", "lenet5-d2l"]) == 0
+    out = capsys.readouterr().out
+    for shape in ("[1, 6, 28, 28]", "[1, 6, 14, 14]", "[1, 16, 10, 10]", "[1, 16, 5, 5]", "[1, 400]", "[1, 84]"):
+        assert shape in out
+    assert "total params: 61,706" in out
+
+    assert main(["inspect", "lenet5-keras", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [r["params"] for r in info["layers"] if r["params"]] == [156, 2416, 30840, 10164, 850]
+    assert info["params"] == 44_426 and info["flops_per_sample"] > 0
+
+    assert main(["inspect", "lenet5-d2l", "--input-size", "32", "--json"]) == 2  # 32x32 does not fit fc1
+    assert "error:" in capsys.readouterr().err
