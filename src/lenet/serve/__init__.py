@@ -1,0 +1,5 @@
+"""`lenet serve`: draw a digit in the browser and watch every layer of a trained LeNet read it."""
+
+from .app import create_app, listen, url
+
+__all__ = ["create_app", "listen", "url"]
