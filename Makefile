@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job: d2l's LeNet on Fashion-MNIST, fetching the data on first use.
 train: $(STAMP)
-	$(BIN)/lenet train $(ARGS)
+	$(BIN)/lenet train --download $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

@@ -164,7 +164,12 @@ def test_scalings_and_padding():
     assert std.min().item() == pytest.approx(-1) and std.max().item() == pytest.approx(1)
     padded = to_input(torch.zeros(3, 28, 28, dtype=torch.uint8), 32, "lecun")
     assert padded.shape == (3, 1, 32, 32) and torch.allclose(padded, torch.tensor(-0.1))  # border is background
-    assert to_input(torch.zeros(1, 28, 28, dtype=torch.uint8), 32, "unit", resize=True).shape == (1, 1, 32, 32)
+    assert to_input(torch.zeros(1, 28, 28, dtype=torch.uint8), 32, "unit", resize=True).shape == (
+        1,
+        1,
+        32,
+        32,
+    )
 
 
 def test_validation_split_takes_the_last_fraction(fake_root):
@@ -198,5 +203,5 @@ def test_d2l_style_helper(fake_root, monkeypatch):
     X, y = next(iter(train_iter))
     assert X.shape == (256, 1, 28, 28) and X.dtype == torch.float32 and 0 <= X.min() and X.max() <= 1
     assert y.dtype == torch.int64
-    (X32, _), = list(lenet.load_data_fashion_mnist(batch_size=200, resize=32, root=fake_root)[1])
+    ((X32, _),) = list(lenet.load_data_fashion_mnist(batch_size=200, resize=32, root=fake_root)[1])
     assert X32.shape == (200, 1, 32, 32)

@@ -126,7 +126,14 @@ def test_models_and_inspect_commands(capsys):
 
     assert main(["inspect", "lenet5-d2l"]) == 0
     out = capsys.readouterr().out
-    for shape in ("[1, 6, 28, 28]", "[1, 6, 14, 14]", "[1, 16, 10, 10]", "[1, 16, 5, 5]", "[1, 400]", "[1, 84]"):
+    for shape in (
+        "[1, 6, 28, 28]",
+        "[1, 6, 14, 14]",
+        "[1, 16, 10, 10]",
+        "[1, 16, 5, 5]",
+        "[1, 400]",
+        "[1, 84]",
+    ):
         assert shape in out
     assert "total params: 61,706" in out
 

@@ -22,7 +22,12 @@ def test_verify_reports_counts_balance_and_official_checksums(real_root, capsys)
     assert report["official"]
     assert all(f["checksum"] in ("archive", "payload") for f in report["files"])
     train, test = report["splits"]["train"], report["splits"]["test"]
-    assert (train["images"], train["labels"], test["images"], test["labels"]) == (60_000, 60_000, 10_000, 10_000)
+    assert (train["images"], train["labels"], test["images"], test["labels"]) == (
+        60_000,
+        60_000,
+        10_000,
+        10_000,
+    )
     assert train["image_shape"] == [28, 28]
     assert train["class_counts"] == TRAIN_CLASS_COUNTS
     assert sum(test["class_counts"]) == 10_000
@@ -31,7 +36,18 @@ def test_verify_reports_counts_balance_and_official_checksums(real_root, capsys)
 @pytest.fixture(scope="module")
 def fast_run(real_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "fast"
-    args = ["train", "--recipe", "fast", "--epochs", "1", "--root", str(real_root), "--out", str(out), "--json"]
+    args = [
+        "train",
+        "--recipe",
+        "fast",
+        "--epochs",
+        "1",
+        "--root",
+        str(real_root),
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     return out
 

@@ -187,5 +187,8 @@ def test_schedules():
     assert lrs[0] == pytest.approx(cfg.lr * 0.1) and max(lrs) == pytest.approx(cfg.lr, rel=0.05)
     assert lrs[-1] < 0.02 * cfg.lr
     assert lr_at(resolve("d2l"), 57, 100, 3) == 0.9
-    piecewise = resolve("d2l", schedule="piecewise", lr_by_epoch=[0.5, 0.2])
-    assert [lr_at(piecewise, 0, 10, e) for e in range(4)] == [0.5, 0.2, 0.2, 0.2]
+    piecewise = resolve("d2l", schedule="piecewise", lr_factors=[1.0, 0.5], lr=0.4)
+    assert [lr_at(piecewise, 0, 10, e) for e in range(4)] == [0.4, 0.2, 0.2, 0.2]
+    lecun = resolve("lecun98")
+    etas = [lr_at(lecun, 0, 1, e) for e in range(20)]
+    assert etas[:2] == [5e-4] * 2 and etas[2:5] == pytest.approx([2e-4] * 3) and etas[-1] == pytest.approx(1e-5)

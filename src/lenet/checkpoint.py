@@ -3,6 +3,10 @@
 A run folder holds config.json (the resolved recipe), metrics.csv, curves.png, model.safetensors (the
 unwrapped model's weights, with the model name and config in its metadata, so it describes itself),
 checkpoint.pt (everything needed to resume, read with torch.load(weights_only=True)) and summary.json.
+
+checkpoint.pt is the run's commit point: it is replaced first, and model.safetensors and metrics.csv are
+derived from it. A process that dies between the renames leaves them one epoch behind; a resume brings
+them up to date from checkpoint.pt, so they always end consistent.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +27,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from .dist import unwrap
 from .errors import LenetError
-from .recipes import Config
-from .train import build_model
+from .recipes import Config, validate
+from .train import History, TrainState, build_model
 
 CONFIG, METRICS, WEIGHTS, CHECKPOINT, SUMMARY = (
     "config.json", "metrics.csv", "model.safetensors", "checkpoint.pt", "summary.json",
@@ -35,31 +42,33 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
 
     Until the rename the previous file stays complete; a crash or a full disk leaves it untouched.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise LenetError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; a run's files are as open as any other
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise LenetError(f"{path}: cannot write ({e.strerror or e}); the previous file is intact") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside a DDP or torch.compile wrapper, whose state-dict keys carry no prefix."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 class RunDir:
@@ -99,7 +108,7 @@ class RunDir:
         write_bytes_atomic(self.path / WEIGHTS, save(state, metadata=metadata))
 
     def save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, state, cfg: Config) -> None:
-        """checkpoint.pt (to resume) then model.safetensors (to use); each file is replaced atomically."""
+        """checkpoint.pt (to resume), then what derives from it: model.safetensors and metrics.csv."""
         payload = {
             "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
             "optimizer": optimizer.state_dict(),
@@ -108,22 +117,98 @@ class RunDir:
             "history": state.history.state_dict(),
             "data_rng_state": state.data_rng_state,
             "torch_rng_state": state.torch_rng_state,
+            "cuda_rng_state": state.cuda_rng_state,
             "config": cfg.to_dict(),
         }
-        atomic_write(self.path / CHECKPOINT, lambda f: torch.save(payload, f))
+        buf = io.BytesIO()  # serialised first, so that writing is the only step that can fail part-way
+        torch.save(payload, buf)
+        write_bytes_atomic(self.path / CHECKPOINT, buf.getvalue())
         self.save_weights(model, cfg, {"epoch": state.epoch, "step": state.step})
+        self.write_metrics(state.history.epochs)
+
+    def catch_up(self, ckpt: dict, model: nn.Module, cfg: Config) -> None:
+        """Bring model.safetensors and metrics.csv up to checkpoint.pt (a crash may come between them)."""
+        for stale in self.path.glob(".*.tmp"):  # a write that a crash cut short
+            stale.unlink(missing_ok=True)
+        try:
+            with safe_open(str(self.path / WEIGHTS), framework="pt") as f:
+                step = (f.metadata() or {}).get("step")
+        except (SafetensorError, OSError):
+            step = None
+        if step != str(ckpt["step"]):
+            self.save_weights(model, cfg, {"epoch": ckpt["epoch"], "step": ckpt["step"]})
+        self.write_metrics(ckpt["history"]["epochs"])
+
+
+def _reason(e: Exception) -> str:
+    """The first telling line of an error (load_state_dict's first line only says that it failed)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Error(s) in loading state_dict")] or [""]
+    return lines[0][:200]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint.pt's contents. Only plain data and tensors load: a pickle that would run code is refused."""
+    """A checkpoint.pt's contents. Only plain data and tensors load: a pickle that runs code is refused."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on its way to refusing a file
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise LenetError(f"{path}: no such checkpoint") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise LenetError(f"{path}: refused to load checkpoint (not plain weights/data: {first})") from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(\. |$)", str(e), re.MULTILINE)
+        reason = found.group(1) if found else str(e).strip().splitlines()[0]
+        raise LenetError(f"{path}: refused: it holds more than plain data and tensors ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise LenetError(f"{path}: not a readable checkpoint ({_reason(e) or 'empty or cut short'})") from None
+    if not isinstance(ckpt, dict) or not {"model", "config"} <= ckpt.keys():
+        raise LenetError(f"{path}: not a lenet checkpoint")
+    return ckpt
+
+
+def load_resume(folder: str | os.PathLike) -> tuple[Config, dict | None]:
+    """A run folder's config and its latest checkpoint (None when the run stopped before its first one)."""
+    folder = Path(folder)
+    if (folder / CHECKPOINT).is_file():
+        ckpt = load_checkpoint(folder / CHECKPOINT)
+        return _config(ckpt["config"], folder / CHECKPOINT), ckpt
+    if (folder / CONFIG).is_file():
+        try:
+            return _config(json.loads((folder / CONFIG).read_text()), folder / CONFIG), None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LenetError(f"{folder / CONFIG}: unreadable ({e})") from None
+    raise LenetError(f"{folder}: no {CHECKPOINT} or {CONFIG} here; is it a lenet run folder?")
+
+
+def _config(d, source: Path) -> Config:
+    try:
+        return validate(Config.from_dict(d))
+    except (TypeError, AttributeError) as e:
+        raise LenetError(f"{source}: not a lenet config ({e})") from None
+
+
+def restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> TrainState:
+    """Load a checkpoint into `model` and `optimizer`; the TrainState to resume from."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState(
+            epoch=int(ckpt["epoch"]),
+            step=int(ckpt["step"]),
+            history=History.from_state_dict(ckpt["history"]),
+            data_rng_state=ckpt["data_rng_state"],
+            torch_rng_state=ckpt["torch_rng_state"],
+            cuda_rng_state=ckpt.get("cuda_rng_state"),
+        )
+        # Fail here, in one line, rather than in the middle of fit, on states from another kind of device.
+        torch.Generator(device).set_state(state.data_rng_state)
+        torch.Generator().set_state(state.torch_rng_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        name = ckpt["config"].get("model") if isinstance(ckpt["config"], dict) else "?"
+        reason = _reason(e) or e.__class__.__name__
+        raise LenetError(f"{CHECKPOINT} does not fit model {name!r} on {device.type} ({reason})") from None
+    return state
 
 
 def _read_weights(path: Path) -> tuple[dict, dict]:
@@ -136,7 +221,7 @@ def _read_weights(path: Path) -> tuple[dict, dict]:
 
 
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
-    """Rebuild a trained model from a run folder, a model.safetensors or a checkpoint.pt: (model, config, info).
+    """A trained model from a run folder, a model.safetensors or a checkpoint.pt: (model, config, info).
 
     `info` holds the run's summary.json when there is one (test accuracy and the like).
     """
@@ -153,8 +238,6 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> tup
 
     if weights_path.suffix == ".pt":
         ckpt = load_checkpoint(weights_path)
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-            raise LenetError(f"{weights_path}: not a lenet checkpoint")
         state, cfg_dict = ckpt["model"], ckpt["config"]
     else:
         state, metadata = _read_weights(weights_path)
@@ -166,8 +249,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> tup
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise LenetError(f"{weights_path}: weights do not fit model {cfg.model!r} ({first})") from None
+        raise LenetError(f"{weights_path}: weights do not fit model {cfg.model!r} ({_reason(e)})") from None
     info = {}
     if (folder / SUMMARY).is_file():
         try:

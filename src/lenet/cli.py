@@ -6,9 +6,11 @@ Exit status: 0 success, 1 a missed --target-acc, 2 bad input (one line on stderr
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import platform
+import signal
 import sys
 import time
 from datetime import datetime
@@ -69,6 +71,15 @@ def _run_dir(out: str | None, recipe: str) -> Path:
     return path
 
 
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` and `option=VALUE` (torchrun would take --nproc for one of its own)."""
+    out = []
+    for arg, previous in zip(argv, [None, *argv], strict=False):
+        if arg != option and not arg.startswith(option + "=") and previous != option:
+            out.append(arg)
+    return out
+
+
 def _versions() -> dict:
     import torch
 
@@ -78,13 +89,16 @@ def _versions() -> dict:
 def cmd_train(args) -> int:
     import torch
 
-    from .checkpoint import CONFIG, SUMMARY, RunDir
+    from . import dist
+    from .checkpoint import CONFIG, SUMMARY, RunDir, load_resume, restore
     from .models import count_parameters
     from .plots import plot_curves
     from .recipes import resolve
     from .report import Reporter
-    from .train import build_model, evaluate, fit, load_data, select_device
+    from .train import TrainState, build_model, evaluate, fit, load_data, make_optimizer, select_device
 
+    if args.nproc > 1 and not dist.launched():
+        return dist.launch(args.nproc, _without_option(args.argv, "--nproc"))
     started = time.perf_counter()
     overrides = {
         "model": args.model, "dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -94,16 +108,41 @@ def cmd_train(args) -> int:
     }  # fmt: skip
     if args.distort:
         overrides["distort"] = True
-    cfg = resolve(args.recipe, **overrides)
+    ckpt = None
+    if args.resume:
+        given = [k for k, v in overrides.items() if v is not None] + ["out"] * bool(args.out)
+        if given or args.recipe != "d2l":
+            flag = "--" + (given[0] if given else "recipe").replace("_", "-")
+            raise LenetError(f"--resume continues a run with its own config; drop {flag}")
+        cfg, ckpt = load_resume(args.resume)
+        if ckpt and ckpt["epoch"] >= cfg.epochs and (Path(args.resume) / SUMMARY).is_file():
+            print(f"{args.resume}: the run already finished its {cfg.epochs} epochs; nothing to do")
+            return 0
+    else:
+        cfg = resolve(args.recipe, **overrides)
     device = select_device(args.device)
+    rank, device = dist.init(device)
+    if dist.launched() and args.nproc not in (1, rank.world_size):
+        raise LenetError(f"--nproc {args.nproc} but torchrun started {rank.world_size} processes")
     max_steps = 1 if args.dry_run else args.max_steps
-    run = None if args.dry_run else RunDir(_run_dir(args.out, cfg.recipe))
+    if args.download:
+        from .data import download
+
+        download(cfg.dataset, args.root, progress=sys.stderr.isatty())
     data = load_data(cfg, args.root, device, verify=not args.no_verify)
     model = build_model(cfg).to(device)
+    optimizer = make_optimizer(cfg, model)
+    state = restore(ckpt, model, optimizer, device) if ckpt else TrainState()
+    # Created only now, so that bad data or a bad checkpoint leaves no empty run folder behind.
+    run = None if args.dry_run or not rank.main else RunDir(args.resume or _run_dir(args.out, cfg.recipe))
 
-    reporter = Reporter(cfg, str(device))
+    where = str(device) if rank.world_size == 1 else f"{device} x {rank.world_size} processes"
+    reporter = Reporter(cfg, where) if rank.main else Reporter(cfg, where, out=io.StringIO(), progress=False)
     reporter.start(len(data.train), count_parameters(model))
-    if run:
+    if run and ckpt:
+        run.catch_up(ckpt, model, cfg)
+        reporter.print(f"resuming {run.path} at epoch {state.epoch + 1}, step {state.step}")
+    elif run:
         run.write_json(CONFIG, cfg.to_dict())
 
     writer = None
@@ -116,27 +155,43 @@ def cmd_train(args) -> int:
 
     def on_step(step, epoch, index, batches):
         reporter.step(step, epoch, index, batches)
-        if cfg.log_every and step % cfg.log_every == 0:
+        if cfg.log_every and step % cfg.log_every == 0 and rank.main:
             reporter.step_eval(step, evaluate(model, data.test, cfg.eval_batch_size)["acc"])
-
-    history_epochs: list[dict] = []
 
     def on_epoch(record):
         reporter.epoch(record)
-        history_epochs.append(record)
         if writer:
             for key, value in record.items():
                 if key != "epoch":
                     writer.add_scalar(key, value, record["epoch"])
-        if run:
-            run.write_metrics(history_epochs)
 
-    history = fit(
-        model, data, cfg, max_steps=max_steps, on_step=on_step, on_epoch=on_epoch,
-        on_checkpoint=run.save_checkpoint if run else None,
-    )  # fmt: skip
+    # SIGINT / SIGTERM end the epoch at the next step, with a checkpoint; a second signal stops at once.
+    signals: list[int] = []
+
+    def on_signal(signum, frame):
+        if signals:
+            raise KeyboardInterrupt
+        signals.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        history = fit(
+            model, data, cfg, max_steps=max_steps, state=state, optimizer=optimizer, on_step=on_step,
+            on_epoch=on_epoch, on_checkpoint=run.save_checkpoint if run else None, stop=lambda: bool(signals),
+            rank=rank.rank, world_size=rank.world_size,
+        )  # fmt: skip
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if writer:
         writer.close()
+    if state.stopped:
+        signum = signals[0] if signals else signal.SIGTERM  # a rank that did not get the signal itself
+        saved = f"; checkpoint saved; continue with: lenet train --resume {run.path}" if run else ""
+        if rank.main:
+            where = f"epoch {state.epoch + 1}, step {state.step}"
+            print(f"interrupted by {signal.Signals(signum).name} at {where}{saved}", file=sys.stderr)
+        return 128 + signum
     last = history.last
     summary = {
         "recipe": cfg.recipe, "model": cfg.model, "dataset": cfg.dataset,
@@ -146,7 +201,7 @@ def cmd_train(args) -> int:
         "test_examples": len(data.test),
         "examples_per_sec": history.examples_per_sec, "train_seconds": history.train_seconds,
         "seconds": time.perf_counter() - started, "device": str(device),
-        "params": count_parameters(model), "seed": cfg.seed,
+        "params": count_parameters(model), "seed": cfg.seed, "processes": rank.world_size,
         "threads": torch.get_num_threads(), "versions": _versions(),
         "run_dir": str(run.path) if run else None,
     }  # fmt: skip
@@ -158,10 +213,13 @@ def cmd_train(args) -> int:
     reporter.finish(summary)
     if run:
         reporter.print(f"run folder: {run.path}")
-    if args.json:
+    if args.json and rank.main:
         print(json.dumps(summary))
     if args.target_acc is not None and (summary["test_acc"] or 0.0) < args.target_acc:
-        print(f"error: test accuracy {summary['test_acc']:.4f} is below the target {args.target_acc}", file=sys.stderr)
+        print(
+            f"error: test accuracy {summary['test_acc']:.4f} is below the target {args.target_acc}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -250,6 +308,52 @@ def cmd_predict(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# lenet serve / export
+
+
+def cmd_serve(args) -> int:
+    try:
+        import python_multipart  # noqa: F401  (form uploads)
+        import uvicorn
+
+        from .serve import create_app, listen, url
+    except ModuleNotFoundError as e:
+        raise LenetError(f"lenet serve needs the {e.name} package: pip install 'lenet[serve]'") from None
+    import torch
+
+    from .data import load_raw
+    from .predict import Predictor
+
+    # One image at a time through a LeNet is far too small to split across threads: on a busy machine the
+    # threads' hand-offs cost ~100x the arithmetic. Concurrent requests are the parallelism.
+    torch.set_num_threads(1)
+    predictor = Predictor.from_run(args.run, "cpu")
+    try:
+        samples = load_raw(predictor.config.dataset, "test", args.root, verify=not args.no_verify)
+    except LenetError as e:
+        samples = None
+        print(f"note: no sample button ({e})", file=sys.stderr)
+    sock = listen(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: other machines can reach this server", file=sys.stderr)
+    print(f"serving {predictor.config.model} on {url(sock)} (Ctrl-C to stop)", flush=True)
+    config = uvicorn.Config(create_app(predictor, samples), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    path, difference = export_run(args.run, args.format, args.output)
+    if difference > 1e-3:
+        raise LenetError(f"{path}: the exported model disagrees with torch (max difference {difference:.2g})")
+    print(f"wrote {path} ({path.stat().st_size:,} bytes); outputs match torch within {difference:.1e} "
+          "at batch 1 and 7")  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # lenet models / inspect / recipes / data
 
 
@@ -291,8 +395,10 @@ def cmd_recipes(args) -> int:
     for row in rows:
         c = row["config"]
         print(f"{row['name']} (seed {row['seed']}): {row['description']}")
-        print(f"    {c['model']} on {c['dataset']} ({c['scaling']}), batch {c['batch_size']}, {c['epochs']} epochs, "
-              f"{c['optimizer']} lr {c['lr']} ({c['schedule']}), loss {c['reduction']}, init {c['init']}")
+        print(
+            f"    {c['model']} on {c['dataset']} ({c['scaling']}), batch {c['batch_size']}, {c['epochs']} epochs, "
+            f"{c['optimizer']} lr {c['lr']} ({c['schedule']}), loss {c['reduction']}, init {c['init']}"
+        )
         if row["seed_result"]:
             print(f"    seed printed: {row['seed_result']}")
     return 0
@@ -320,6 +426,29 @@ def cmd_data(args) -> int:
     verdict = "official checksums" if report["official"] else "NOT the official files (checksum mismatch or unknown)"
     print(f"  {verdict}")
     return 0 if report["official"] else 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# lenet bench
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from .bench import format_report, side_by_side
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    result = side_by_side(args.dataset, args.root, rounds=args.rounds, steps=args.steps, keras=args.keras,
+                          with_keras=not args.no_keras, log=log)  # fmt: skip
+    print(format_report(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -368,8 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=non_negative_int)
     data_args(p)
     device_arg(p)
+    p.add_argument("--download", action="store_true", help="download the dataset first if it is not there")
     p.add_argument("--out", help="run folder (default: runs/<recipe>-<timestamp>)")
-    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (with its own config)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="processes here (DDP, via torchrun)")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps (in all)")
     p.add_argument("--dry-run", action="store_true", help="one training step, no run folder: a smoke test")
     p.add_argument("--target-acc", type=fraction, help="exit 1 if the final test accuracy is below this")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
@@ -390,6 +522,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=1, help="how many classes to show per image")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
 
+    p = add("serve", "the drawing web app: live prediction and every layer's activations", cmd_serve)
+    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_number(int, 0, high=65535), default=8000, help="port (0: any free one)")
+    data_args(p)
+
+    p = add("export", "export a trained run to ONNX or TorchScript, checked against torch", cmd_export)
+    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
+    formats = "onnx: one file for onnxruntime; torchscript: for torch.jit.load and libtorch"
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help=formats)
+    p.add_argument("-o", "--output", help="file to write (default: model.onnx / .torchscript.pt beside it)")
+
     p = add("models", "list the registered models", cmd_models)
     p.add_argument("--json", action="store_true")
 
@@ -400,6 +544,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("recipes", "list the training recipes and their settings", cmd_recipes)
     p.add_argument("--json", action="store_true")
+
+    p = add("bench", "lenet's trainer beside the d2l loop and Keras: samples/s, ratio, roof", cmd_bench)
+    p.add_argument("--dataset", choices=list(DATASETS), default="mnist", help="random pixels if not on disk")
+    p.add_argument("--root", help="data root (default: $LENET_DATA, else ~/.cache/lenet)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds; medians are reported")
+    p.add_argument("--steps", type=positive_int, default=40, help="batches of 256 per contestant per round")
+    p.add_argument("--threads", type=positive_int, help="PyTorch and TensorFlow threads (default: PyTorch's)")
+    p.add_argument("--keras", metavar="PYTHON", help="a Python with tensorflow (default: this one, if any)")
+    p.add_argument("--no-keras", action="store_true", help="leave Keras out even if it is installed")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
 
     p = add("data", "download or verify a dataset", cmd_data)
     p.add_argument("action", choices=("download", "verify"))
@@ -415,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc N` runs them under torchrun
     try:
         return args.func(args)
     except LenetError as e:

@@ -70,16 +70,24 @@ DATASETS: dict[str, DatasetInfo] = {
         name="mnist",
         classes=tuple(str(d) for d in range(10)),
         train_images=DataFile(
-            "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"
+            "train-images-idx3-ubyte.gz",
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "6bbc9ace898e44ae57da46a324031adb",
         ),
         train_labels=DataFile(
-            "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"
+            "train-labels-idx1-ubyte.gz",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "a25bea736e30d166cdddb491f175f624",
         ),
         test_images=DataFile(
-            "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"
+            "t10k-images-idx3-ubyte.gz",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "2646ac647ad5339dbf082846283269ea",
         ),
         test_labels=DataFile(
-            "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"
+            "t10k-labels-idx1-ubyte.gz",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+            "27ae3e4e09519cfbb04c329615203637",
         ),
         # yann.lecun.com has answered 403 for years; it stays last as the historical source.
         mirrors=(
@@ -94,17 +102,29 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
         classes=(
-            "t-shirt", "trouser", "pullover", "dress", "coat",
-            "sandal", "shirt", "sneaker", "bag", "ankle boot",
+            "t-shirt",
+            "trouser",
+            "pullover",
+            "dress",
+            "coat",
+            "sandal",
+            "shirt",
+            "sneaker",
+            "bag",
+            "ankle boot",
         ),  # fmt: skip
         # Image payload md5s are not published; a re-compressed copy of the images must match the archive.
         train_images=DataFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", None),
         train_labels=DataFile(
-            "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"
+            "train-labels-idx1-ubyte.gz",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "9018921c3c673c538a1fc5bad174d6f9",
         ),
         test_images=DataFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", None),
         test_labels=DataFile(
-            "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"
+            "t10k-labels-idx1-ubyte.gz",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+            "15d484375f8d13e6eb1aabb0c3f46965",
         ),
         mirrors=(
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -178,7 +198,7 @@ def _parse_header(head: bytes, path: Path) -> tuple[int, tuple[int, ...]]:
 
 def _check_size(dims: tuple[int, ...], path: Path) -> int:
     size = math.prod(dims)
-    if size > MAX_PAYLOAD_BYTES:
+    if size > MAX_PAYLOAD_BYTES or max(dims, default=0) > MAX_PAYLOAD_BYTES:  # (0, 2^32-1, 2^32-1) lies too
         raise LenetError(f"{path}: IDX header claims {dims} = {size:,} bytes, more than any MNIST-style file")
     return size
 
@@ -262,12 +282,23 @@ class Checked:
 
 
 def _payload_bytes(blob: bytes, path: Path) -> bytes:
+    """The IDX payload of a file's bytes, gunzipped if need be, but never further than its header claims.
+
+    A few kB of gzip can inflate to gigabytes; one byte past the claimed size is enough to tell it lies.
+    """
     if blob[:2] != GZIP_MAGIC:
         return blob
+    inflate = zlib.decompressobj(wbits=31)  # 31: one gzip member
     try:
-        return gzip.decompress(blob)
-    except (OSError, EOFError, zlib.error) as e:
-        raise LenetError(f"{path}: corrupt gzip data ({e.__class__.__name__}: {e})") from None
+        head = inflate.decompress(blob, 16)
+        header_len, dims = _parse_header(head, path)
+        limit = header_len + _check_size(dims, path) + 1
+        payload = head + inflate.decompress(inflate.unconsumed_tail, max(limit - len(head), 1))  # 0: no limit
+    except zlib.error as e:
+        raise LenetError(f"{path}: corrupt gzip data ({e})") from None
+    if len(payload) < limit and not inflate.eof:
+        raise LenetError(f"{path}: corrupt gzip data (the stream is cut short)")
+    return payload
 
 
 def checksum_status(blob: bytes, payload: bytes, spec: DataFile) -> str:
@@ -301,8 +332,7 @@ def check_file(path: Path, spec: DataFile) -> Checked:
 
 def _missing(info: DatasetInfo, spec: DataFile, root: Path) -> LenetError:
     return LenetError(
-        f"{info.name}: {spec.name} not found in {root / info.name}; "
-        f"run: lenet data download {info.name} --root {root}"
+        f"{info.name}: {spec.name} not found in {root / info.name}; run: lenet data download {info.name} --root {root}"
     )
 
 
@@ -483,6 +513,32 @@ def to_input(images: torch.Tensor, size: int = 28, scaling: str = "unit", mean=0
         else:
             raise LenetError(f"cannot pad {h}x{h} images to {size}x{size}; use resize")
     return scale_images(x, scaling, mean, std).contiguous()
+
+
+def distort(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    shift: float = 2.0,
+    scale: float = 0.1,
+    squeeze: float = 0.1,
+    shear: float = 0.15,
+) -> torch.Tensor:
+    """Random planar affine distortions of a batch (B, C, H, W), as in LeCun et al. 1998's section III.C.
+
+    Each image gets its own uniform draws: a translation of up to `shift` pixels each way, a scaling by
+    1 ± `scale`, a squeeze (width x q, height / q, q in 1 ± `squeeze`) and a horizontal shear (x += k y,
+    |k| <= `shear`). Pixels from outside the image repeat its border, i.e. the background whatever the
+    scaling. On the batch's device; the same generator state gives the same output.
+    """
+    b, _, h, w = x.shape
+    u = torch.rand(b, 5, generator=generator, device=x.device) * 2 - 1  # (B, 5) uniform in [-1, 1)
+    s, q, k = 1 + scale * u[:, 0], 1 + squeeze * u[:, 1], shear * u[:, 2]
+    tx, ty = shift * u[:, 3] * 2 / w, shift * u[:, 4] * 2 / h  # pixels -> affine_grid's [-1, 1] units
+    zero = torch.zeros_like(s)
+    # theta maps each output pixel to where it samples the input: the inverse of the distortion
+    theta = torch.stack([1 / (s * q), k, tx, zero, q / s, ty], 1).view(b, 2, 3)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 @dataclass

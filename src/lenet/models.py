@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import LenetError
@@ -191,7 +192,12 @@ def lenet_community() -> LeNet:
     )
 
 
-@register("cnn-tf1", "003 (TF)", 28, "the TF1 MNIST CNN: 32/64 'SAME' convs, 1024-unit FC with dropout (3.3M params)")
+@register(
+    "cnn-tf1",
+    "003 (TF)",
+    28,
+    "the TF1 MNIST CNN: 32/64 'SAME' convs, 1024-unit FC with dropout (3.3M params)",
+)
 def cnn_tf1(dropout: float = 0.5) -> LeNet:
     # 'SAME' padding for a 5x5 kernel at stride 1 is 2 on each side; 2x2/2 'SAME' pooling of an even size
     # pads nothing. (B,1,28,28) -> conv1 (B,32,28,28) -> pool1 (B,32,14,14) -> conv2 (B,64,14,14)
@@ -254,3 +260,181 @@ def init_weights(model: nn.Module, scheme: str) -> nn.Module:
             if scheme == "glorot" and m.bias is not None:
                 nn.init.zeros_(m.bias)
     return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The original LeNet-5: LeCun, Bottou, Bengio & Haffner, "Gradient-based learning applied to document
+# recognition", Proc. IEEE 86(11), 1998, section II.B and appendices A and C.
+
+# Table I: the S2 maps that each C3 map sees. Its first six maps see 3 neighbouring maps, the next nine see 4,
+# the last sees all 6; the paper's reasons: fewer connections, and broken symmetry between the maps.
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+
+# The RBF units' fixed targets: a stylised 7x12 bitmap of each digit (ours, in the spirit of the paper's
+# figure 3), '#' = +1 and '.' = -1. Any two differ in at least 12 of their 84 pixels.
+DIGIT_BITMAPS = """
+.......  .......  .......  .......  .......  .......  .......  .......  .......  .......
+..###..  ...#...  .#####.  #######  ....##.  #######  ...###.  #######  .#####.  .#####.
+.#...#.  ..##...  #.....#  .....#.  ...#.#.  #......  ..#....  ......#  #.....#  #.....#
+#.....#  .#.#...  ......#  ....#..  ..#..#.  #......  .#.....  .....#.  #.....#  #.....#
+#.....#  ...#...  .....#.  ...#...  .#...#.  ######.  #......  ....#..  #.....#  #.....#
+#.....#  ...#...  ....#..  ..###..  #....#.  ......#  #.####.  ....#..  .#####.  #....##
+#.....#  ...#...  ...#...  .....#.  #######  ......#  ##....#  ...#...  #.....#  .####.#
+#.....#  ...#...  ..#....  ......#  .....#.  ......#  #.....#  ...#...  #.....#  ......#
+#.....#  ...#...  .#.....  ......#  .....#.  ......#  #.....#  ..#....  #.....#  .....#.
+.#...#.  ...#...  #......  #.....#  .....#.  #.....#  #.....#  ..#....  #.....#  ....#..
+..###..  .#####.  #######  .#####.  .....#.  .#####.  .#####.  ..#....  .#####.  .###...
+.......  .......  .......  .......  .......  .......  .......  .......  .......  .......
+"""
+
+
+def digit_prototypes() -> torch.Tensor:
+    """DIGIT_BITMAPS as a (10, 84) tensor of ±1, row-major per digit."""
+    rows = [line.split() for line in DIGIT_BITMAPS.strip().splitlines()]  # 12 rows of 10 bitmaps
+    return torch.tensor([[1.0 if c == "#" else -1.0 for row in rows for c in row[d]] for d in range(10)])
+
+
+class Squash(nn.Module):
+    """The paper's squashing function f(a) = A tanh(S a), A = 1.7159, S = 2/3: f(±1) = ±1, f'(0) = A S."""
+
+    def __init__(self, amplitude: float = 1.7159, slope: float = 2 / 3):
+        super().__init__()
+        self.amplitude, self.slope = amplitude, slope
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.amplitude * torch.tanh(self.slope * a)
+
+    def derivative(self, a: torch.Tensor) -> torch.Tensor:
+        """f'(a), which the diagonal Levenberg-Marquardt optimiser (lenet.sdlm) needs."""
+        return self.amplitude * self.slope * (1 - torch.tanh(self.slope * a).square())
+
+    def extra_repr(self) -> str:
+        return f"{self.amplitude} * tanh({self.slope:.4g} * a)"
+
+
+class Subsampling(nn.Module):
+    """S2/S4: each unit sums a 2x2 block of one map, times the map's trainable coefficient, plus its bias.
+
+    Written as a grouped stride-2 convolution whose 2x2 kernel holds the map's coefficient four times, so
+    that every output is a plain sum of weight x input (as lenet.sdlm's curvature pass assumes).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))  # (C,) one coefficient per map
+        self.bias = nn.Parameter(torch.zeros(channels))  # (C,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.weight.view(-1, 1, 1, 1).expand(-1, 1, 2, 2)  # (C, 1, 2, 2)
+        return F.conv2d(x, kernel, self.bias, stride=2, groups=self.weight.shape[0])  # (B, C, H/2, W/2)
+
+    def extra_repr(self) -> str:
+        return f"{len(self.weight)}, 2x2 sum x coefficient + bias"
+
+
+class SparseConv2d(nn.Module):
+    """A convolution in which output map k sees only the input maps in table[k]: one kernel per connection.
+
+    The kernels are gathered into a dense (out, in, k, k) weight with zeros where there is no connection,
+    then convolved: the parameters are only the real connections', and no gradient crosses a missing one.
+    """
+
+    def __init__(self, table: tuple[tuple[int, ...], ...], in_channels: int, kernel_size: int):
+        super().__init__()
+        self.table, self.in_channels, self.out_channels = table, in_channels, len(table)
+        connections = [(k, j) for k, row in enumerate(table) for j in row]
+        self.weight = nn.Parameter(torch.zeros(len(connections), kernel_size, kernel_size))  # C3: (60, 5, 5)
+        self.bias = nn.Parameter(torch.zeros(len(table)))
+        # index[k * in_channels + j]: 1 + the number of connection (k, j)'s kernel, or 0 (a zero kernel)
+        index = torch.zeros(len(table) * in_channels, dtype=torch.long)
+        for n, (k, j) in enumerate(connections):
+            index[k * in_channels + j] = n + 1
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.weight.shape[-1]
+        kernels = torch.cat([self.weight.new_zeros(1, k, k), self.weight])[self.index]  # (out * in, k, k)
+        return F.conv2d(x, kernels.view(self.out_channels, self.in_channels, k, k), self.bias)
+
+    def extra_repr(self) -> str:
+        k, n = self.weight.shape[-1], len(self.weight)
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=({k}, {k}), connections={n}"
+
+
+class EuclideanRBF(nn.Module):
+    """The output layer: y_i = sum_j (x_j - w_ij)^2, the squared distance to fixed prototype i.
+
+    Returns -y, so that the logits' argmax is the nearest prototype (the paper's argmin y_i) everywhere.
+    The prototypes are a buffer: saved with the weights, never trained.
+    """
+
+    def __init__(self, prototypes: torch.Tensor):
+        super().__init__()
+        self.register_buffer("prototypes", prototypes.clone())  # (classes, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -(x.unsqueeze(1) - self.prototypes).square().sum(-1)  # (B, 1, 84) - (10, 84) -> (B, 10)
+
+    def extra_repr(self) -> str:
+        return f"{self.prototypes.shape[1]} -> {self.prototypes.shape[0]}, fixed ±1 prototypes"
+
+
+def init_lecun98(net: nn.Module, power: float = 0.75) -> nn.Module:
+    """Every weight and bias uniform in ±2.4 / F^power, F the fan-in of the unit it feeds (appendix A).
+
+    F counts the unit's inputs, not its bias: 25 for C1, 4 for S2 and S4, 75/100/150 for C3's maps with
+    3/4/6 inputs, 400 for C5, 120 for F6. The paper prints 2.4/F (power 1), to keep each unit's total input
+    in the squashing function's operating range. With weights uniform in ±c a sum of F inputs has c sqrt(F/3)
+    times their spread: 1.39/sqrt(F) under 2.4/F (0.07 at C5: F6 gets ~1% of the input's signal), 1.39
+    under 2.4/sqrt(F), 1.39/F^0.25 under the default 2.4/F^0.75. Measured with the lecun98 recipe at
+    batch 16: 2.4/F diverges at once (SDLM's steps, sized for the tiny initial curvature, overshoot);
+    2.4/sqrt(F) starts with half of S4's units saturated and learns slowly (test error 5.0%, 2.8% after
+    passes 1-2); 2.4/F^0.75 gives 3.6%, 1.6%. power=1 gives the printed formula.
+    """
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear | Subsampling):
+                fan_in = m.weight[0].numel() if m.weight.dim() > 1 else 4  # subsampling: 2x2 inputs
+                bound = 2.4 / fan_in**power
+                m.weight.uniform_(-bound, bound)
+                m.bias.uniform_(-bound, bound)
+            elif isinstance(m, SparseConv2d):
+                area = m.weight[0].numel()
+                map_bound = torch.tensor([2.4 / (area * len(row)) ** power for row in m.table])  # (out,)
+                connection_bound = torch.cat([map_bound[k].repeat(len(row)) for k, row in enumerate(m.table)])
+                m.weight.uniform_(-1, 1).mul_(connection_bound.view(-1, 1, 1))
+                m.bias.uniform_(-1, 1).mul_(map_bound)
+    return net
+
+
+@register("lenet5-1998", "paper (003)", 32, "LeCun et al. 1998's LeNet-5: sparse C3, trainable pooling, RBF")
+def lenet5_1998(init_power: float = 0.75) -> LeNet:
+    # (B,1,32,32) -> C1 (B,6,28,28) -> S2 (B,6,14,14) -> C3 (B,16,10,10) -> S4 (B,16,5,5) -> C5 (B,120,1,1)
+    # -> F6 (B,84) -> RBF (B,10). Every layer up to F6 is squashed. Trainable: 156 + 12 + 1,516 + 32 + 48,120
+    # + 10,164 = 60,000; the RBF's 840 prototype values are fixed.
+    net = LeNet(
+        OrderedDict(
+            [
+                ("C1", nn.Conv2d(1, 6, 5)),
+                ("act1", Squash()),
+                ("S2", Subsampling(6)),
+                ("act2", Squash()),
+                ("C3", SparseConv2d(C3_TABLE, 6, 5)),
+                ("act3", Squash()),
+                ("S4", Subsampling(16)),
+                ("act4", Squash()),
+                ("C5", nn.Conv2d(16, 120, 5)),
+                ("act5", Squash()),
+                ("flatten", nn.Flatten()),  # (B,120,1,1) -> (B,120)
+                ("F6", nn.Linear(120, 84)),
+                ("act6", Squash()),
+                ("RBF", EuclideanRBF(digit_prototypes())),
+            ]
+        ),
+        input_size=32,
+    )
+    return init_lecun98(net, init_power)

@@ -22,7 +22,11 @@ def plot_curves(epochs: list[dict], path: str | Path) -> Path:
     """Train loss, train acc and test acc (and val acc) against epochs: what d2l's Animator draws."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     x = [r["epoch"] for r in epochs]
-    series = [("train_loss", "train loss", "-"), ("train_acc", "train acc", "--"), ("test_acc", "test acc", "-.")]
+    series = [
+        ("train_loss", "train loss", "-"),
+        ("train_acc", "train acc", "--"),
+        ("test_acc", "test acc", "-."),
+    ]
     if any("val_acc" in r for r in epochs):
         series.append(("val_acc", "val acc", ":"))
     for key, label, style in series:

@@ -20,6 +20,10 @@ MAX_IMAGE_PIXELS = 40_000_000
 INK_THRESHOLD = 0.2  # a pixel is ink when brighter than this fraction of the brightest one
 
 
+class ImageTooLarge(LenetError):
+    """An image over the pixel limit (a decompression bomb, or just too big): refused before decoding."""
+
+
 def open_image(source: str | os.PathLike | bytes | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open a PNG/JPEG/... from a path or bytes, refusing non-images and images over `max_pixels`."""
     if isinstance(source, Image.Image):
@@ -32,11 +36,13 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, max_pixels: int 
             image = Image.open(Path(source))
         width, height = image.size
         if width * height > max_pixels:
-            raise LenetError(f"{name}: {width}x{height} pixels is too large (limit {max_pixels:,})")
+            raise ImageTooLarge(f"{name}: {width}x{height} pixels is too large (limit {max_pixels:,})")
         image.load()
     except FileNotFoundError:
         raise LenetError(f"{name}: no such file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name}: too many pixels (Pillow's decompression-bomb limit)") from None
+    except UnidentifiedImageError as e:
         raise LenetError(f"{name}: not a readable image ({e.__class__.__name__})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise LenetError(f"{name}: not a readable image ({e})") from None

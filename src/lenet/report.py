@@ -58,7 +58,9 @@ class Reporter:
         fmt, epochs = self.cfg.log_format, self.cfg.epochs
         if fmt == "keras":
             steps = math.ceil(r["examples"] / self.cfg.batch_size)
-            line = f"{steps}/{steps} - {r['seconds']:.0f}s - loss: {r['train_loss']:.4f} - accuracy: {r['train_acc']:.4f}"
+            line = (
+                f"{steps}/{steps} - {r['seconds']:.0f}s - loss: {r['train_loss']:.4f} - accuracy: {r['train_acc']:.4f}"
+            )
             if "val_loss" in r:
                 line += f" - val_loss: {r['val_loss']:.4f} - val_accuracy: {r['val_acc']:.4f}"
             self.print(f"Epoch {r['epoch']}/{epochs}")

@@ -72,7 +72,10 @@ def summarize(model: nn.Module, input_size: int | None = None, name: str = "") -
 def format_summary(summary: Summary) -> str:
     """The summary as an aligned text table."""
     width = max([len(r.name) + len(r.type) + 3 for r in summary.layers] + [20])
-    lines = [f"{summary.model}  input {tuple(summary.input_shape)}", f"{'layer (type)':<{width}}  {'output shape':<20}  params"]
+    lines = [
+        f"{summary.model}  input {tuple(summary.input_shape)}",
+        f"{'layer (type)':<{width}}  {'output shape':<20}  params",
+    ]
     lines.append("-" * (width + 32))
     for r in summary.layers:
         label = f"{r.name} ({r.type})"

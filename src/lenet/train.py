@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -11,10 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset, Split, load_dataset
+from . import fastpath
+from .data import Dataset, Split, distort, load_dataset
+from .dist import all_reduce, any_rank, unwrap, wrap
 from .errors import LenetError
 from .models import create_model, init_weights, model_spec
 from .recipes import Config, resolve, validate
+from .sdlm import SDLM
 
 # ----------------------------------------------------------------------------------------------------------
 # Set-up: device, data, model, optimiser, schedule, loss
@@ -73,6 +78,8 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sdlm":  # LeCun 1998's stochastic diagonal Levenberg-Marquardt; needs an RBF output
+        return SDLM(params, model, lr=cfg.lr)
     raise LenetError(f"optimizer {cfg.optimizer!r} is not available for model {cfg.model!r}")
 
 
@@ -81,7 +88,7 @@ def lr_at(cfg: Config, step: int, total_steps: int, epoch: int) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "piecewise":
-        return cfg.lr_by_epoch[min(epoch, len(cfg.lr_by_epoch) - 1)]
+        return cfg.lr * cfg.lr_factors[min(epoch, len(cfg.lr_factors) - 1)]
     t = step / max(total_steps, 1)
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
@@ -91,8 +98,17 @@ def lr_at(cfg: Config, step: int, total_steps: int, epoch: int) -> float:
     return cfg.lr * max(0.0, (1.0 - t) / (1.0 - cfg.warmup))
 
 
+MAP_J = 0.1  # the MAP loss's j: its 'rubbish class' penalty; the paper only says a positive constant
+
+
 def per_sample_loss(cfg: Config, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The loss of each sample in the batch, (B,)."""
+    if cfg.loss == "map":
+        # LeCun 1998's eq. 9 with logits = -y (the RBF distances): y_correct + log(e^-j + sum_i e^-y_i). It is
+        # the cross-entropy over the classes plus one extra class of constant penalty j, which caps how hard
+        # the loss pushes up distances that are already much larger than j.
+        rubbish = logits.new_full((len(logits), 1), -MAP_J)
+        return F.cross_entropy(torch.cat([logits, rubbish], 1), y, reduction="none")
     return F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
 
 
@@ -118,10 +134,11 @@ def evaluate(model: nn.Module, data: Split | Dataset, batch_size: int = 2000, nu
     split = data.test if isinstance(data, Dataset) else data
     was_training = model.training
     model.eval()
+    forward = fastpath.forward_fn(model) or model  # the model's logits, computed faster on a CPU
     loss_sum = torch.zeros((), device=split.labels.device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=split.labels.device)
     for x, y in split.batches(batch_size):
-        logits = model(x)
+        logits = forward(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
     model.train(was_training)
@@ -133,6 +150,17 @@ def evaluate(model: nn.Module, data: Split | Dataset, batch_size: int = 2000, nu
         "n": n,
         "confusion": confusion.tolist(),
     }
+
+
+def evaluate_ranks(model: nn.Module, split: Split, batch_size: int, num_classes: int, rank: int, world: int):
+    """evaluate() with the split shared out: each rank evaluates its part, the sums are all-reduced."""
+    if world == 1:
+        return evaluate(model, split, batch_size, num_classes)
+    part = Split(split.images.tensor_split(world)[rank], split.labels.tensor_split(world)[rank])
+    m = evaluate(unwrap(model), part, batch_size, num_classes)  # the plain module: DDP's forward syncs
+    sums = torch.tensor([m["loss"] * m["n"], m["acc"] * m["n"], m["n"]], dtype=torch.float64)
+    loss_sum, correct, n = all_reduce(sums.to(split.labels.device)).tolist()
+    return {"loss": loss_sum / max(n, 1), "acc": round(correct) / max(n, 1), "n": int(n)}
 
 
 @torch.inference_mode()
@@ -151,14 +179,31 @@ def predict_split(model: nn.Module, split: Split, batch_size: int = 2000) -> tor
 TrainStep = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, world_size: int = 1) -> TrainStep:
+FAST_OPTIMIZERS = ("sgd", "adam", "adamw")  # optimisers that see only .grad, so lenet.fastpath may fill it
+
+
+def make_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, world_size: int = 1, fast: bool = True
+) -> TrainStep:
     """One optimiser step on a batch: step(x, y, denominator) -> (summed per-sample loss, number correct).
 
     Both results stay on the device (detached), so the caller can accumulate them without a host sync.
+    With `fast`, a LeNet on the CPU goes through lenet.fastpath (the same math up to float rounding): the
+    whole step's gradients in compiled code when its classifier is the classic three Linear layers, else its
+    convolutions only. Other models, optimisers and losses, and data-parallel runs take the plain eager step.
     """
+    forward, fused = model, None
+    if fast and world_size == 1 and cfg.optimizer in FAST_OPTIMIZERS and cfg.loss == "cross-entropy":
+        forward = fastpath.forward_fn(model) or model
+        fused = fastpath.training_step(model, cfg.label_smoothing)
 
     def step(x: torch.Tensor, y: torch.Tensor, denominator: float):
-        logits = model(x)
+        if fused is not None:
+            done = fused(x, y, world_size / denominator)  # every .grad set, as zero_grad + backward would
+            if done is not None:
+                optimizer.step()
+                return done
+        logits = forward(x)
         losses = per_sample_loss(cfg, logits, y)
         # Data-parallel training averages gradients over ranks; scaling by world_size undoes that.
         loss = losses.sum() * (world_size / denominator)
@@ -187,7 +232,11 @@ class History:
         return self.train_examples / self.train_seconds if self.train_seconds else 0.0
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "train_examples": self.train_examples, "train_seconds": self.train_seconds}
+        return {
+            "epochs": self.epochs,
+            "train_examples": self.train_examples,
+            "train_seconds": self.train_seconds,
+        }
 
     @classmethod
     def from_state_dict(cls, d: dict) -> History:
@@ -196,18 +245,34 @@ class History:
 
 @dataclass
 class TrainState:
-    """Where a run is: completed epochs and steps, the data order's generator, the history so far."""
+    """Where a run is: the epoch under way, optimiser steps taken, random generators, the history so far.
+
+    `data_rng_state` is the data-order generator as the epoch under way began, so a run stopped part-way
+    through an epoch redraws that epoch's order and skips the batches it already trained on.
+    """
 
     epoch: int = 0
     step: int = 0
     history: History = field(default_factory=History)
     data_rng_state: torch.Tensor | None = None
     torch_rng_state: torch.Tensor | None = None
+    cuda_rng_state: torch.Tensor | None = None
+    stopped: bool = False  # fit returned early because `stop()` asked it to
 
 
 StepHook = Callable[[int, int, int, int], None]  # (global step, epoch, batch index, batches per epoch)
 EpochHook = Callable[[dict], None]  # called with each finished epoch's record
 CheckpointHook = Callable[[nn.Module, torch.optim.Optimizer, TrainState, Config], None]
+
+
+def keyed_generator(device: torch.device, *key) -> torch.Generator:
+    """A generator seeded by `key` alone (seed, purpose, epoch or step).
+
+    What it draws depends on nothing drawn before, so a run resumed mid-epoch draws what an unbroken one does.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little") >> 1)
+    return generator
 
 
 def fit(
@@ -221,14 +286,18 @@ def fit(
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
     on_checkpoint: CheckpointHook | None = None,
+    stop: Callable[[], bool] | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> History:
     """Train `model` on `data.train` as `cfg` says; evaluate on `data.test` (and `data.val`) every epoch.
 
     Metrics are accumulated on the device and read once per epoch, so the hot loop never waits on the host.
-    With world_size > 1 every rank draws the same permutation and trains on its own slice of each global batch.
+    With world_size > 1 (under torchrun) the model is wrapped in DDP, every rank draws the same permutation
+    and trains on its own slice of each global batch, and the metrics are summed over the ranks.
     `state` resumes a run: its epoch, step, history and random number generators are restored.
+    `stop()` is asked before every step; when it says so (on any rank), the epoch ends there as with
+    max_steps, and `state.stopped` is set.
     """
     device = data.train.labels.device
     optimizer = optimizer or make_optimizer(cfg, model)
@@ -239,10 +308,14 @@ def fit(
         data_rng.set_state(state.data_rng_state)
     if state.torch_rng_state is not None:
         torch.set_rng_state(state.torch_rng_state)
+    if state.cuda_rng_state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state.cuda_rng_state, device)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     history = state.history
     num_classes = len(data.classes)
+    if world_size > 1:
+        model = wrap(model)
     step = make_step(model, optimizer, cfg, world_size)
 
     for epoch in range(state.epoch, cfg.epochs):
@@ -251,13 +324,25 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        for i, (x, y) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, generator=data_rng)):
+        epoch_rng_state = data_rng.get_state()  # this epoch's order can be redrawn from it
+        done = state.step - epoch * steps_per_epoch  # batches of this epoch trained before a resume
+        if not 0 <= done < steps_per_epoch:
+            raise LenetError(f"cannot resume at step {state.step} in epoch {epoch + 1}: checkpoint mismatch")
+        if done == 0 and hasattr(optimizer, "start_epoch"):  # SDLM: estimate the curvature before each pass
+            optimizer.start_epoch(data.train.images, keyed_generator(device, cfg.seed, "epoch", epoch))
+        batches = data.train.batches(cfg.batch_size, shuffle=True, generator=data_rng)
+        for i, (x, y) in enumerate(itertools.islice(batches, done, None), start=done):
             if max_steps is not None and state.step >= max_steps:
+                break
+            if stop is not None and (any_rank(stop(), device) if world_size > 1 else stop()):
+                state.stopped = True
                 break
             lr = lr_at(cfg, state.step, total_steps, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             denominator = loss_denominator(cfg, len(y))
+            if cfg.distort:  # the global batch, before it is split over the ranks
+                x = distort(x, keyed_generator(device, cfg.seed, "distort", state.step))
             if world_size > 1:
                 x, y = x.tensor_split(world_size)[rank], y.tensor_split(world_size)[rank]
             batch_loss, batch_correct = step(x, y, denominator)
@@ -269,27 +354,32 @@ def fit(
                 on_step(state.step, epoch, i, steps_per_epoch)
         if seen == 0:
             break
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen  # the epoch's one host sync
+        # The epoch's one host sync: loss, correct and examples summed over the ranks.
+        totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+        loss_total, correct_total, seen = all_reduce(totals).tolist()
+        seen = int(seen)
+        train_loss, train_acc = loss_total / seen, correct_total / seen
         train_seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
         if data.val is not None:
-            val = evaluate(model, data.val, cfg.eval_batch_size, num_classes)
+            val = evaluate_ranks(model, data.val, cfg.eval_batch_size, num_classes, rank, world_size)
             record.update(val_loss=val["loss"], val_acc=val["acc"])
-        test = evaluate(model, data.test, cfg.eval_batch_size, num_classes)
+        test = evaluate_ranks(model, data.test, cfg.eval_batch_size, num_classes, rank, world_size)
         record.update(test_loss=test["loss"], test_acc=test["acc"], lr=lr, examples=seen, steps=state.step)
         record.update(train_seconds=train_seconds, seconds=time.perf_counter() - started)
         history.epochs.append(record)
         history.train_examples += seen
         history.train_seconds += train_seconds
-        partial = max_steps is not None and state.step >= max_steps and i + 1 < steps_per_epoch
+        partial = state.step - epoch * steps_per_epoch < steps_per_epoch
         state.epoch = epoch + (0 if partial else 1)
-        state.data_rng_state = data_rng.get_state()
+        state.data_rng_state = epoch_rng_state if partial else data_rng.get_state()
         state.torch_rng_state = torch.get_rng_state()
+        state.cuda_rng_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         if on_epoch is not None:
             on_epoch(record)
         if on_checkpoint is not None:
             on_checkpoint(model, optimizer, state, cfg)
-        if max_steps is not None and state.step >= max_steps:
+        if partial:
             break
     return history
 
