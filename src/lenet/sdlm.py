@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .dist import unwrap
 from .errors import LenetError
 from .models import EuclideanRBF, SparseConv2d, Squash, Subsampling
 
@@ -33,16 +34,9 @@ WEIGHTED_SUMS = (nn.Conv2d, nn.Linear, SparseConv2d, Subsampling)
 RESHAPES = (nn.Flatten, nn.Identity)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside a DistributedDataParallel (.module) or torch.compile (._orig_mod) wrapper."""
-    while isinstance(getattr(model, "module", getattr(model, "_orig_mod", None)), nn.Module):
-        model = getattr(model, "module", getattr(model, "_orig_mod", None))
-    return model
-
-
 def check_model(model: nn.Module) -> list[nn.Module]:
     """The layers before the RBF output, or a one-line error naming a layer the curvature pass cannot do."""
-    layers = list(_unwrap(model).children())
+    layers = list(unwrap(model).children())
     if not layers or not isinstance(layers[-1], EuclideanRBF):
         raise LenetError("optimizer 'sdlm' needs a model with a Euclidean RBF output, such as lenet5-1998")
     for layer in layers[:-1]:
