@@ -13,6 +13,7 @@ import platform
 import signal
 import sys
 import time
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 
@@ -46,6 +47,15 @@ non_negative_int = _number(int, 0)
 positive_float = _number(float, 0, low_open=True)
 non_negative_float = _number(float, 0)
 fraction = _number(float, 0, high=1)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States every real default; flags off by default and recipe overrides (None: the recipe's) say nothing."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -371,8 +381,13 @@ def cmd_models(args) -> int:
         return 0
     print(f"{'name':<16} {'seed':<15} {'input':<6} {'params':>10}  description")
     for r in rows:
-        print(f"{r['name']:<16} {r['seed']:<15} {r['input']:<6} {r['params']:>10,}  {r['description']}")
+        seed = r["seed"] + " " * (15 - _display_width(r["seed"]))  # 民间版 takes two columns a character
+        print(f"{r['name']:<16} {seed} {r['input']:<6} {r['params']:>10,}  {r['description']}")
     return 0
+
+
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def cmd_inspect(args) -> int:
@@ -459,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS, SCALINGS
     from .recipes import OPTIMIZERS, RECIPES, SCHEDULES
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = Parser(prog="lenet", description="LeNet-family CNNs on MNIST-style data.", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"lenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
