@@ -212,8 +212,12 @@ def test_two_forwards_then_backward_recomputes_what_was_overwritten():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("name,kwargs", [("lenet5-d2l", {}), ("lenet5-modern", {}), ("lenet-community", {})])
-@pytest.mark.parametrize("n", [1, 37])
+STEP_FAMILY = [("lenet5-d2l", {}), ("lenet5-mxnet", {}), ("lenet5-modern", {}), ("lenet-community", {}),
+               ("lenet5-tutorial", {})]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,kwargs", STEP_FAMILY)
+@pytest.mark.parametrize("n", [1, 16, 37])
 def test_training_step_sets_the_gradients_backward_would(name, kwargs, n):
     model = build(name, kwargs)
     twin = copy.deepcopy(model)
@@ -226,6 +230,51 @@ def test_training_step_sets_the_gradients_backward_would(name, kwargs, n):
     assert correct.dtype == torch.int64
     for (pname, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert (b.grad - a.grad).abs().max().item() <= 2e-5 * a.grad.abs().max().item() + 1e-8, pname
+
+
+def test_the_whole_step_is_one_call_without_batch_norm():
+    """Classic LeNets take lenet_step (16 samples per vector); batch norm, the forward/backward calls."""
+    for name, kwargs in STEP_FAMILY:
+        model = create_model(name, **kwargs)
+        assert fastpath.kernels(fastpath.match(model).front).fused == (name != "lenet5-modern"), name
+
+
+@pytest.mark.parametrize("name", ["lenet5-d2l", "lenet5-modern"])
+def test_training_step_does_not_depend_on_the_thread_count(name):
+    """Bit for bit: resumed runs and runs on other machines must land where uninterrupted ones land."""
+    x, y = batch(create_model(name), n=75, seed=4)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            model = build(name, {})
+            loss, correct = fastpath.training_step(model, label_smoothing=0.1)(x, y, 1 / 75)
+            results.append([loss, correct] + [p.grad.clone() for p in model.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
+
+
+def test_training_step_follows_parameters_that_move_or_are_not_contiguous():
+    model = build("lenet5-d2l", {})
+    twin = copy.deepcopy(model)
+    step = fastpath.training_step(twin)
+    x, y = batch(model, n=20, seed=6)
+    for i in range(3):
+        if i == 1:  # new storage for one weight, and a transposed (non-contiguous) view for another
+            for m in (model, twin):
+                m.fc2.weight.data = m.fc2.weight.data * 0.5
+                m.fc1.weight.data = m.fc1.weight.data.t().contiguous().t()
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+        step(x, y, 1.0)
+        for (pname, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+            assert (b.grad - a.grad).abs().max().item() <= 2e-5 * a.grad.abs().max().item() + 1e-8, (i, pname)
+            with torch.no_grad():  # the same update for both, in place (as an optimiser makes it)
+                a -= 0.1 * a.grad
+                b -= 0.1 * a.grad
 
 
 def test_training_step_refuses_what_it_cannot_take():

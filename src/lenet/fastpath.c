@@ -3,11 +3,16 @@
  * cross-entropy loss.
  *
  * lenet/fastpath.py compiles this file once per network shape (the shape comes in as -D macros, so every
- * loop has a constant trip count) and calls it through ctypes. One call per batch and stage; OpenMP threads
- * take chunks of the batch as they come free, and each sample's activations (about 30 KB for LeNet-5) are
- * worked on while they sit in the core's L1/L2 cache. Both convolutions are direct, in 16-float vectors
- * (GCC/Clang vector extensions: one AVX-512 register, two AVX2 ones, ...): conv1 along the even and the odd
- * columns of an image row, conv2 along its output channels; pooling and activations are lane-wise too. The
+ * loop has a constant trip count) and calls it through ctypes. Two sets of kernels:
+ *  - lenet_step (at the end of the file): a whole training step in one call, for a classic LeNet without
+ *    batch norm, with 16 samples in each AVX-512 vector; the fast path of training. See its section.
+ *  - per sample (the rest): lenet_forward and lenet_backward for the front end, lenet_classifier for the
+ *    classifier and its loss; inference, autograd, and training with batch norm.
+ * The per-sample kernels: one call per batch and stage; OpenMP threads take chunks of the batch as they come
+ * free, and each sample's activations (about 30 KB for LeNet-5) are worked on while they sit in the core's
+ * L1/L2 cache. Both convolutions are direct, in 16-float vectors (GCC/Clang vector extensions, one AVX-512
+ * register each): conv1 along the even and the odd columns of an image row, conv2 along its output
+ * channels; pooling and activations are lane-wise too. The
  * classifier's products are register-blocked 6 x 64 tiles. The arithmetic is PyTorch's up to float
  * rounding order (fused multiply-adds, summation order); sums over the batch are taken per fixed chunk and
  * added in chunk order, so no result depends on the thread count.
@@ -135,6 +140,16 @@ long lenet_workspace_floats(int threads) { return WS_THREADS + (long)threads * W
 long lenet_chunk_floats(int batch) { return (long)((batch + CHUNK - 1) / CHUNK) * G_SIZE; }
 long lenet_chunk_doubles(int batch) { return (long)((batch + CHUNK - 1) / CHUNK) * D_SIZE; }
 int lenet_features(void) { return NF; }
+
+/* 1 when compiled for AVX-512. The kernels' register blocking assumes 32 vector registers of 16 floats:
+ * with fewer or narrower ones (AVX2: 16 of 8) they spill, and run slower than PyTorch itself. */
+int lenet_wide_vectors(void) {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
+}
 int lenet_s1_floats(void) { return S1_SIZE; }
 int lenet_p1_floats(void) { return P1_SIZE; }
 int lenet_s2_floats(void) { return S2_SIZE; }
@@ -1104,3 +1119,618 @@ int lenet_classifier(int batch, int threads, const Classifier *prm, const float 
     return 0;
 }
 #endif
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* A whole training step, 16 samples per vector: FC=1 without batch norm, compiled for AVX-512.
+ *
+ * Here a group of V = 16 samples is laid out with the sample as the fastest axis ("lanes"): every pixel of
+ * every feature map is one vector holding that pixel of the 16 samples. A convolution is then a sum of
+ * vector x broadcast-weight products with no shuffles, blocked so that its accumulators stay in the 32
+ * registers (the FMA units stay busy: ~95 % of their peak), and activations, pooling and their gradients
+ * are lane-wise. A thread takes a group through the whole step, front end, classifier, loss and back,
+ * while its ~0.6 MB of activations sit in its core's L2 cache; what the classifier's weight gradients need
+ * is kept per group, and they are summed over the whole batch at the end, in blocks shared among the
+ * threads. Every sum over samples runs in a fixed order (the front end's per group, then over the groups in
+ * order), so no result depends on the thread count. */
+#if FC && !BN && Q1 <= 16 && O2 <= 16 && defined(__AVX512F__)
+#define LANES 1
+#else
+#define LANES 0
+#endif
+int lenet_step_supported(void) { return LANES; }
+
+#if LANES
+#include <immintrin.h>
+
+typedef int32_t vi __attribute__((vector_size(64), aligned(4), may_alias));
+
+/* the kernels stay separate functions: inlined into one, they compete for the registers */
+#define NOINLINE __attribute__((noinline))
+#define ACC 24 /* accumulators a kernel keeps in registers (of 32) */
+/* the largest divisor of n up to min(m, 8) */
+#define DIV_LE(n, m) ((m) >= 8 && (n) % 8 == 0 ? 8 : (m) >= 7 && (n) % 7 == 0 ? 7 : (m) >= 6 && (n) % 6 == 0 ? 6 \
+    : (m) >= 5 && (n) % 5 == 0 ? 5 : (m) >= 4 && (n) % 4 == 0 ? 4 : (m) >= 3 && (n) % 3 == 0 ? 3            \
+    : (m) >= 2 && (n) % 2 == 0 ? 2 : 1)
+#define CF1 DIV_LE(C1, 8)        /* conv1: channels x columns per block */
+#define XF1 DIV_LE(O1, ACC / CF1)
+#define XF2 DIV_LE(O2, 6)        /* conv2: columns x channels per block */
+#define CF2 DIV_LE(C2, ACC / XF2)
+#define CW1 DIV_LE(C1, ACC / K1) /* weight gradients: channels x kernel columns per block */
+#define CW2 DIV_LE(C2, ACC / K2)
+#define OR 6                     /* the classifier's weight gradients: rows x vectors per block */
+#define OC 4
+
+static inline vf vsplat(float a) { return (vf){0} + a; }
+static inline vf vselect(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf vmax(vf a, vf b) { return vselect(b > a, b, a); }
+
+/* sigmoid(z) = 1 / (1 + exp(-z)), exp(-z) = 2^n exp(r) with r = -z - n ln 2 in [-ln 2 / 2, ln 2 / 2]: exp(r)
+ * by a degree-6 polynomial fitted for relative error (under 1e-7 in float), 2^n by vscalefps, 1 / a by
+ * vrcp14ps and a Newton step. 16 instructions, to about 1 ulp as exp_approx and reciprocal. */
+static inline vf vsigmoid(vf z) {
+    const __m512 zc = _mm512_max_ps((__m512)z, _mm512_set1_ps(-88.0f)); /* exp(-z) stays finite */
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(zc, _mm512_set1_ps(-1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), zc); /* ln 2 in two parts */
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.3843644410e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3741638809e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1668001562e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666431725e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.9999994040e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512 a = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
+    const __m512 e = _mm512_rcp14_ps(a);
+    return (vf)_mm512_fmadd_ps(e, _mm512_fnmadd_ps(a, e, _mm512_set1_ps(1.0f)), e);
+}
+
+static inline vf vact(vf z, int kind) {
+    if (kind == ACT_SIGMOID) return vsigmoid(z);
+    if (kind == ACT_RELU) return vselect(z > 0.0f, z, (vf){0});
+    return z;
+}
+
+static inline vf vdact(vf g, vf s, int kind) {
+    if (kind == ACT_SIGMOID) return g * (1.0f - s) * s;
+    if (kind == ACT_RELU) return vselect(s > 0.0f, g, (vf){0});
+    return g;
+}
+
+static inline vf vpool(int kind, vf a, vf b, vf c, vf d) {
+    if (kind == POOL_AVG) return (((a + b) + c) + d) * 0.25f;
+    return vmax(vmax(vmax(a, b), c), d);
+}
+
+/* The gradient g of a 2x2 window routed back to its four inputs as POOL_BACKWARD does, then through the
+ * activation: out[0..3] for a, b (top row), c, d. */
+static inline void vpool_backward(int kind, int actkind, vf g, vf a, vf b, vf c, vf d, vf *out) {
+    if (kind == POOL_AVG) {
+        const vf h = g * 0.25f;
+        out[0] = vdact(h, a, actkind), out[1] = vdact(h, b, actkind);
+        out[2] = vdact(h, c, actkind), out[3] = vdact(h, d, actkind);
+    } else {
+        const vf m = vmax(vmax(vmax(a, b), c), d), zero = {0};
+        const vi ka = a == m, kb = ~ka & (b == m), kc = ~(ka | kb) & (c == m), kd = ~(ka | kb | kc);
+        out[0] = vselect(ka, vdact(g, a, actkind), zero), out[1] = vselect(kb, vdact(g, b, actkind), zero);
+        out[2] = vselect(kc, vdact(g, c, actkind), zero), out[3] = vselect(kd, vdact(g, d, actkind), zero);
+    }
+}
+
+#if defined(__clang__) || __GNUC__ >= 12
+#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+/* o0, o1 = a and b's first halves, a and b's second halves; then quarters, pairs, single lanes */
+#define HALVES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), \
+                              o1 = SHUF(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+#define QUARTERS(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27), \
+                                o1 = SHUF(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+#define PAIRS(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29), \
+                             o1 = SHUF(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+#define SINGLES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30), \
+                               o1 = SHUF(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
+
+/* out[i] = the sum of v[i]'s lanes, i < V: four rounds of pairwise shuffles and adds; the sums come out in
+ * bit-reversed order, which a last shuffle puts right. */
+static inline void hsum16(const vf *v, float *out) {
+    vf w[8], u[4], t[2], a, b;
+    for (int j = 0; j < 8; j++) HALVES(a, b, v[2 * j], v[2 * j + 1]), w[j] = a + b;
+    for (int j = 0; j < 4; j++) QUARTERS(a, b, w[2 * j], w[2 * j + 1]), u[j] = a + b;
+    for (int j = 0; j < 2; j++) PAIRS(a, b, u[2 * j], u[2 * j + 1]), t[j] = a + b;
+    SINGLES(a, b, t[0], t[1]);
+    const vf r = a + b;
+    *(vf *)out = SHUF(r, r, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+}
+
+/* out[j][i] = in[i][j], a 16 x 16 transpose: the off-diagonal blocks of 8, 4, 2 and 1 swapped in turn. */
+static inline void transpose16(const vf *in, vf *out) {
+    vf t[V], u[V];
+    for (int i = 0; i < 8; i++) HALVES(t[i], t[i + 8], in[i], in[i + 8]);
+    for (int i = 0; i < V; i++)
+        if (!(i & 4)) QUARTERS(u[i], u[i + 4], t[i], t[i + 4]);
+    for (int i = 0; i < V; i++)
+        if (!(i & 2)) PAIRS(t[i], t[i + 2], u[i], u[i + 2]);
+    for (int i = 0; i < V; i += 2) SINGLES(out[i], out[i + 1], t[i], t[i + 1]);
+}
+#else
+static inline void hsum16(const vf *v, float *out) {
+    for (int i = 0; i < V; i++) {
+        float t[V];
+        memcpy(t, &v[i], sizeof t);
+        for (int w = V / 2; w >= 1; w /= 2)
+            for (int k = 0; k < w; k++) t[k] += t[k + w];
+        out[i] = t[0];
+    }
+}
+
+static inline void transpose16(const vf *in, vf *out) {
+    for (int i = 0; i < V; i++)
+        for (int j = 0; j < V; j++) out[j][i] = in[i][j];
+}
+#endif
+
+/* out[i] = the sum of v[i]'s lanes, i < n. */
+static void lane_sums(const vf *v, int n, float *out) {
+    int i = 0;
+    for (; i + V <= n; i += V) hsum16(v + i, out + i);
+    if (i < n) { /* the last few, in a block padded with zeros */
+        vf block[V] = {{0}};
+        float sums[V];
+        memcpy(block, v + i, sizeof(vf) * (n - i));
+        hsum16(block, sums);
+        memcpy(out + i, sums, sizeof(float) * (n - i));
+    }
+}
+
+/* Per group, in vectors of lanes: xg (XS, XS) the padded input; s1 (C1, O1, O1) conv1's output after its
+ * activation, then its gradient gz1 in place; p1 (C1, P1S, P1S) pool1's, inside a zero border; s2 (C2, O2, O2)
+ * conv2's after its activation, then gz2; f (NF) the features in PyTorch's flatten order (channel, row,
+ * column); h1, h2 the classifier's hidden layers. */
+
+/* The group's images (n of them; the other lanes zero) into xg's interior. */
+NOINLINE static void lane_input(const float *x, int n, vf *xg) {
+    enum { P = S * S / V * V }; /* pixels transposed 16 at a time: all of them when S * S is a multiple of 16 */
+    for (int p0 = 0; p0 < P; p0 += V) {
+        vf rows[V], cols[V];
+        for (int l = 0; l < V; l++) rows[l] = l < n ? *(const vf *)(x + (long)l * S * S + p0) : (vf){0};
+        transpose16(rows, cols);
+        for (int j = 0; j < V; j++) xg[((p0 + j) / S + PAD1) * XS + (p0 + j) % S + PAD1] = cols[j];
+    }
+    for (int p = P; p < S * S; p++) {
+        vf px = {0};
+        for (int l = 0; l < n; l++) px[l] = x[(long)l * S * S + p];
+        xg[(p / S + PAD1) * XS + p % S + PAD1] = px;
+    }
+}
+
+/* conv1 + bias (b1 may be NULL) + activation: xg -> s1. Blocks of CF1 channels x XF1 columns; per kernel
+ * tap, XF1 input vectors and CF1 broadcast weights. */
+NOINLINE static void lane_conv1(const vf *xg, const float *w1, const float *b1, vf *s1) {
+    for (int c0 = 0; c0 < C1; c0 += CF1)
+        for (int y = 0; y < O1; y++)
+            for (int x0 = 0; x0 < O1; x0 += XF1) {
+                vf acc[CF1][XF1];
+                for (int c = 0; c < CF1; c++)
+                    for (int j = 0; j < XF1; j++) acc[c][j] = vsplat(b1 ? b1[c0 + c] : 0.0f);
+                for (int ky = 0; ky < K1; ky++)
+                    for (int kx = 0; kx < K1; kx++) {
+                        const vf *row = xg + (y + ky) * XS + x0 + kx;
+                        vf in[XF1];
+                        for (int j = 0; j < XF1; j++) in[j] = row[j];
+                        for (int c = 0; c < CF1; c++) {
+                            const float w = w1[((c0 + c) * K1 + ky) * K1 + kx];
+                            for (int j = 0; j < XF1; j++) acc[c][j] += in[j] * w;
+                        }
+                    }
+                for (int c = 0; c < CF1; c++)
+                    for (int j = 0; j < XF1; j++) s1[((c0 + c) * O1 + y) * O1 + x0 + j] = vact(acc[c][j], ACT1);
+            }
+}
+
+/* pool1: s1 -> p1's interior (its border stays zero). */
+NOINLINE static void lane_pool1(const vf *s1, vf *p1) {
+    for (int c = 0; c < C1; c++)
+        for (int r = 0; r < Q1; r++) {
+            const vf *top = s1 + (c * O1 + 2 * r) * O1, *bottom = top + O1;
+            vf *out = p1 + (c * P1S + r + PAD2) * P1S + PAD2;
+            for (int q = 0; q < Q1; q++) out[q] = vpool(POOL1, top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]);
+        }
+}
+
+/* conv2 + bias (b2 may be NULL) + activation: p1 -> s2, blocks of CF2 channels x XF2 columns. */
+NOINLINE static void lane_conv2(const vf *p1, const float *w2, const float *b2, vf *s2) {
+    for (int c0 = 0; c0 < C2; c0 += CF2)
+        for (int y = 0; y < O2; y++)
+            for (int x0 = 0; x0 < O2; x0 += XF2) {
+                vf acc[CF2][XF2];
+                for (int c = 0; c < CF2; c++)
+                    for (int j = 0; j < XF2; j++) acc[c][j] = vsplat(b2 ? b2[c0 + c] : 0.0f);
+                for (int ci = 0; ci < C1; ci++)
+                    for (int ky = 0; ky < K2; ky++)
+                        for (int kx = 0; kx < K2; kx++) {
+                            const vf *row = p1 + (ci * P1S + y + ky) * P1S + x0 + kx;
+                            vf in[XF2];
+                            for (int j = 0; j < XF2; j++) in[j] = row[j];
+                            for (int c = 0; c < CF2; c++) {
+                                const float w = w2[(((c0 + c) * C1 + ci) * K2 + ky) * K2 + kx];
+                                for (int j = 0; j < XF2; j++) acc[c][j] += in[j] * w;
+                            }
+                        }
+                for (int c = 0; c < CF2; c++)
+                    for (int j = 0; j < XF2; j++) s2[((c0 + c) * O2 + y) * O2 + x0 + j] = vact(acc[c][j], ACT2);
+            }
+}
+
+/* pool2: s2 -> f, in PyTorch's flatten order (channel, row, column). */
+NOINLINE static void lane_pool2(const vf *s2, vf *f) {
+    for (int c = 0; c < C2; c++)
+        for (int r = 0; r < Q2; r++) {
+            const vf *top = s2 + (c * O2 + 2 * r) * O2, *bottom = top + O2;
+            for (int q = 0; q < Q2; q++)
+                f[(c * Q2 + r) * Q2 + q] = vpool(POOL2, top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]);
+        }
+}
+
+/* pool2 and act2 backward: gf -> gz2 in place of s2; gb2[c] = the gradient's sum over positions. */
+NOINLINE static void lane_pool2_backward(const vf *gf, vf *s2, vf *gb2) {
+    for (int c = 0; c < C2; c++) {
+        vf sum = {0};
+        for (int r = 0; r < Q2; r++) {
+            vf *top = s2 + (c * O2 + 2 * r) * O2, *bottom = top + O2;
+            for (int q = 0; q < Q2; q++) {
+                vf g[4];
+                vpool_backward(POOL2, ACT2, gf[(c * Q2 + r) * Q2 + q], top[2 * q], top[2 * q + 1], bottom[2 * q],
+                               bottom[2 * q + 1], g);
+                top[2 * q] = g[0], top[2 * q + 1] = g[1], bottom[2 * q] = g[2], bottom[2 * q + 1] = g[3];
+                sum += (g[0] + g[1]) + (g[2] + g[3]);
+            }
+        }
+        gb2[c] = sum;
+    }
+}
+
+/* conv2's weight gradient, in lanes: gw2[co][ci][ky][kx] = sum over positions of gz2[co][y][x] *
+ * p1[ci][y + ky][x + kx]. Blocks of CW2 output channels x K2 kernel columns. */
+NOINLINE static void lane_conv2_weight_grad(const vf *p1, const vf *gz2, vf *gw2) {
+    for (int c0 = 0; c0 < C2; c0 += CW2) /* outermost: the block's gz2 stays in L1 */
+        for (int ci = 0; ci < C1; ci++)
+            for (int ky = 0; ky < K2; ky++) {
+                vf acc[CW2][K2];
+                for (int c = 0; c < CW2; c++)
+                    for (int kx = 0; kx < K2; kx++) acc[c][kx] = (vf){0};
+                for (int y = 0; y < O2; y++)
+                    for (int x = 0; x < O2; x++) {
+                        const vf *in = p1 + (ci * P1S + y + ky) * P1S + x;
+                        vf iv[K2], gv[CW2];
+                        for (int kx = 0; kx < K2; kx++) iv[kx] = in[kx];
+                        for (int c = 0; c < CW2; c++) gv[c] = gz2[((c0 + c) * O2 + y) * O2 + x];
+                        for (int c = 0; c < CW2; c++)
+                            for (int kx = 0; kx < K2; kx++) acc[c][kx] += gv[c] * iv[kx];
+                    }
+                for (int c = 0; c < CW2; c++)
+                    for (int kx = 0; kx < K2; kx++) gw2[(((c0 + c) * C1 + ci) * K2 + ky) * K2 + kx] = acc[c][kx];
+            }
+}
+
+/* conv2's input gradient inside pool1's border, then pool1 and act1 backward: gz1 in place of s1, and
+ * gb1[c] = its sum. A row of the pooled gradient, gp1[ci][r][q] = sum over co, ky, kx of w2[co][ci][ky][kx] *
+ * gz2[co][r + PAD2 - ky][q + PAD2 - kx] (terms outside conv2's output left out), is Q1 accumulators; per
+ * (ky, co), one row of gz2 in registers. */
+NOINLINE static void lane_conv2_input_grad(const vf *gz2, const float *w2, vf *s1, vf *gb1) {
+    for (int ci = 0; ci < C1; ci++) {
+        vf sum = {0};
+        for (int r = 0; r < Q1; r++) {
+            const int i = r + PAD2;
+            const int ky0 = i - O2 + 1 > 0 ? i - O2 + 1 : 0, ky1 = i < K2 - 1 ? i : K2 - 1;
+            vf acc[Q1];
+            for (int q = 0; q < Q1; q++) acc[q] = (vf){0};
+            for (int ky = ky0; ky <= ky1; ky++) /* (a trip count that varies by row: outside the co loop) */
+                for (int co = 0; co < C2; co++) {
+                    const vf *row = gz2 + (co * O2 + i - ky) * O2;
+                    vf g[O2];
+                    for (int x = 0; x < O2; x++) g[x] = row[x];
+                    for (int kx = 0; kx < K2; kx++) {
+                        const float w = w2[((co * C1 + ci) * K2 + ky) * K2 + kx];
+                        for (int q = 0; q < Q1; q++) {
+                            const int x = q + PAD2 - kx;
+                            if (x >= 0 && x < O2) acc[q] += g[x] * w;
+                        }
+                    }
+                }
+            vf *top = s1 + (ci * O1 + 2 * r) * O1, *bottom = top + O1;
+            for (int q = 0; q < Q1; q++) {
+                vf gz[4];
+                vpool_backward(POOL1, ACT1, acc[q], top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1], gz);
+                top[2 * q] = gz[0], top[2 * q + 1] = gz[1], bottom[2 * q] = gz[2], bottom[2 * q + 1] = gz[3];
+                sum += (gz[0] + gz[1]) + (gz[2] + gz[3]);
+            }
+        }
+        gb1[ci] = sum;
+    }
+}
+
+/* conv1's weight gradient, in lanes: gw1[c][ky][kx] = sum over positions of gz1[c][y][x] * xg[y + ky][x + kx].
+ * Blocks of CW1 channels x K1 kernel columns. */
+NOINLINE static void lane_conv1_weight_grad(const vf *xg, const vf *gz1, vf *gw1) {
+    enum { YT = 4 }; /* rows per tile: the tile's gz1 and inputs stay in L1 while every ky passes over them */
+    for (int c0 = 0; c0 < C1; c0 += CW1)
+        for (int y0 = 0; y0 < O1; y0 += YT)
+            for (int ky = 0; ky < K1; ky++) {
+                vf acc[CW1][K1];
+                for (int c = 0; c < CW1; c++)
+                    for (int kx = 0; kx < K1; kx++) acc[c][kx] = y0 ? gw1[((c0 + c) * K1 + ky) * K1 + kx] : (vf){0};
+                for (int y = y0; y < y0 + YT && y < O1; y++)
+                    for (int x = 0; x < O1; x++) {
+                        const vf *in = xg + (y + ky) * XS + x;
+                        vf iv[K1], gv[CW1];
+                        for (int kx = 0; kx < K1; kx++) iv[kx] = in[kx];
+                        for (int c = 0; c < CW1; c++) gv[c] = gz1[((c0 + c) * O1 + y) * O1 + x];
+                        for (int c = 0; c < CW1; c++)
+                            for (int kx = 0; kx < K1; kx++) acc[c][kx] += gv[c] * iv[kx];
+                    }
+                for (int c = 0; c < CW1; c++)
+                    for (int kx = 0; kx < K1; kx++) gw1[((c0 + c) * K1 + ky) * K1 + kx] = acc[c][kx];
+            }
+}
+
+/* c[i] = sum over t < steps of a[i * a_row + t * a_t] * b[t], for i < rows: a matrix (strides in floats)
+ * times V samples' vectors. Blocks of up to 24 rows (the last one overlapping the one before: its rows are
+ * computed again, identically); always inlined, so that the strides are constants in the addresses. */
+static inline __attribute__((always_inline)) void lane_dense(const int rows, const int steps, const float *a,
+                                                            const long a_row, const long a_t, const vf *b, vf *c) {
+    enum { R = 24 };
+    const int r = rows < R ? rows : R;
+    for (int i0 = 0;; i0 += r) {
+        if (i0 > rows - r) i0 = rows - r;
+        vf acc[R];
+#pragma GCC unroll 24
+        for (int i = 0; i < r; i++) acc[i] = (vf){0};
+        const float *ai = a + i0 * a_row;
+        for (int t = 0; t < steps; t++) {
+            const vf bv = b[t];
+#pragma GCC unroll 24
+            for (int i = 0; i < r; i++) acc[i] += bv * ai[i * a_row + t * a_t];
+        }
+#pragma GCC unroll 24
+        for (int i = 0; i < r; i++) c[i0 + i] = acc[i];
+        if (i0 + r >= rows) break;
+    }
+}
+
+/* c[i][j] = sum over samples s < n of a(s, i) * b(s, j), for i in [i0, i0 + nr) and j in [j0, j0 + nv vectors):
+ * a block of a classifier weight's gradient (rows x cols) from the batch's output gradients (in lanes, a(s, i)
+ * = a[s / V * gs + i * V + s % V]) and inputs (rows of samples, b(s, j) = b[s / V * gs + s % V * ldb + j]),
+ * kept per group gs floats apart. The sum runs over the samples in order, whichever thread computes it. */
+static inline __attribute__((always_inline)) void outer_block(const int cols, int n, int i0, int j0, const int nr,
+                                                             const int nv, const float *a, const float *b,
+                                                             const long ldb, const long gs, float *c) {
+    vf acc[OR][OC];
+    for (int i = 0; i < nr; i++)
+        for (int v = 0; v < nv; v++) acc[i][v] = (vf){0};
+    for (int s0 = 0; s0 < n; s0 += V) {
+        const float *ag = a + (long)s0 / V * gs + i0 * V, *bg = b + (long)s0 / V * gs + j0;
+        const int ns = n - s0 < V ? n - s0 : V;
+        for (int l = 0; l < ns; l++) {
+            vf bv[OC];
+            for (int v = 0; v < nv; v++) bv[v] = *(const vf *)(bg + l * ldb + v * V);
+            for (int i = 0; i < nr; i++) {
+                const float av = ag[i * V + l];
+                for (int v = 0; v < nv; v++) acc[i][v] += bv[v] * av;
+            }
+        }
+    }
+    for (int i = 0; i < nr; i++)
+        for (int v = 0; v < nv; v++) *(vf *)(c + (long)(i0 + i) * cols + j0 + v * V) = acc[i][v];
+}
+
+/* Block `task` of the (rows x cols) gradient c, in blocks of OR rows by OC vectors (rows in the outer order). */
+static inline __attribute__((always_inline)) void batch_outer(const int rows, const int cols, int n, int task,
+                                                             const float *a, const float *b, const long ldb,
+                                                             const long gs, float *c) {
+    const int per_row = (cols / V + OC - 1) / OC, i0 = task / per_row * OR, j0 = task % per_row * OC * V;
+    const int nr = rows - i0 < OR ? rows - i0 : OR, nv = (cols - j0) / V < OC ? (cols - j0) / V : OC;
+    if (nr == OR && nv == OC) /* whole blocks, with the loops' bounds constants */
+        outer_block(cols, n, i0, j0, OR, OC, a, b, ldb, gs, c);
+    else
+        outer_block(cols, n, i0, j0, nr, nv, a, b, ldb, gs, c);
+}
+
+/* out[i] = sum over samples s < n of a(s, i) (as in batch_outer), i < rows. */
+static void batch_bias(int rows, int n, const float *a, long gs, float *out) {
+    for (int i = 0; i < rows; i++) {
+        vf sum = {0};
+        for (int g = 0; g * V < n; g++) sum += *(const vf *)(a + g * gs + i * V);
+        lane_sums(&sum, 1, out + i);
+    }
+}
+
+/* out[l * ld + r] = in[r][l]: n lane vectors to V rows of n floats. */
+static void lanes_to_rows(const vf *in, int n, float *out, long ld) {
+    for (int r = 0; r < n; r++)
+        for (int l = 0; l < V; l++) out[l * ld + r] = in[r][l];
+}
+
+/* The front end's gradients while summed: per group, in PyTorch's layouts (as lenet_backward writes them);
+ * then the group's loss and correct count. */
+#define L_W1 0
+#define L_B1 (L_W1 + C1 * K1 * K1)
+#define L_W2 (L_B1 + C1)
+#define L_B2 (L_W2 + C2 * C1 * K2 * K2)
+#define L_LOSS (L_B2 + C2)
+#define L_SIZE ROUNDV(L_LOSS + 2)
+
+/* What the classifier's weight gradients need of each group, kept for all groups: the inputs of its three
+ * layers as rows of samples (f, h1, h2: NFP, F1P, F2P floats per sample), the gradients of their outputs in
+ * lanes (g1, g2, dz: H1, H2, NCLS vectors per group). Then the classifier's gradients, padded rows. */
+#define B_FT 0
+#define B_H1T (B_FT + V * NFP)
+#define B_H2T (B_H1T + V * F1P)
+#define B_G1 (B_H2T + V * F2P)
+#define B_G2 (B_G1 + V * H1)
+#define B_DZ (B_G2 + V * H2)
+#define B_SIZE ROUNDV(B_DZ + V * NCLS)           /* floats per group */
+#define M_W1 0                                   /* the classifier's gradients: W1 (H1, NFP), b1, W2 (H2, F1P), ... */
+#define M_B1 (M_W1 + H1 * NFP)
+#define M_W2 ROUNDV(M_B1 + H1)
+#define M_B2 (M_W2 + H2 * F1P)
+#define M_W3 ROUNDV(M_B2 + H2)
+#define M_B3 (M_W3 + NCLS * F2P)
+#define M_SIZE ROUNDV(M_B3 + NCLS)
+
+/* Per thread, in vectors: the group's activations and gradients, and its front-end gradients in lanes. */
+#define LT_XG 0
+#define LT_S1 (LT_XG + XS * XS)
+#define LT_P1 (LT_S1 + C1 * O1 * O1)
+#define LT_S2 (LT_P1 + C1 * P1S * P1S)
+#define LT_F (LT_S2 + C2 * O2 * O2)
+#define LT_GF (LT_F + NF)
+#define LT_H1 (LT_GF + NF)
+#define LT_H2 (LT_H1 + H1)
+#define LT_SUMS (LT_H2 + H2)                     /* the group's front-end gradients in lanes, in L_* order */
+#define LT_SIZE (LT_SUMS + L_LOSS)
+
+long lenet_step_workspace_floats(int batch, int threads) {
+    const long groups = (batch + V - 1) / V;
+    return V + groups * (L_SIZE + B_SIZE) + M_SIZE + (long)threads * LT_SIZE * V;
+}
+
+/* The loss of each sample in the group (n real ones) and d loss / d logits, scaled, in place of the logits
+ * (zero for the lanes beyond n); the summed loss and correct count added onto out[0], out[1]. */
+static void lane_loss(vf *z, const int64_t *y, int n, float smoothing, float scale, float *out) {
+    float loss = 0.0f, correct = 0.0f;
+    for (int l = 0; l < V; l++) {
+        if (l >= n) {
+            for (int o = 0; o < NCLS; o++) z[o][l] = 0.0f;
+            continue;
+        }
+        const int label = (int)y[l];
+        float m = z[0][l];
+        int best = 0;
+        for (int o = 1; o < NCLS; o++)
+            if (z[o][l] > m) {
+                m = z[o][l];
+                best = o;
+            }
+        double sum = 0.0;
+        for (int o = 0; o < NCLS; o++) sum += exp((double)(z[o][l] - m));
+        const float lse = m + (float)log(sum);
+        float mean_logp = 0.0f;
+        for (int o = 0; o < NCLS; o++) mean_logp += z[o][l] - lse;
+        mean_logp /= NCLS;
+        loss += -(1.0f - smoothing) * (z[label][l] - lse) - smoothing * mean_logp;
+        correct += best == label;
+        for (int o = 0; o < NCLS; o++) {
+            const float p = expf(z[o][l] - lse);
+            const float target = smoothing / NCLS + (o == label ? 1.0f - smoothing : 0.0f);
+            z[o][l] = (p - target) * scale;
+        }
+    }
+    out[0] += loss;
+    out[1] += correct;
+}
+
+/* One group of n samples through the whole step but the classifier's weight gradients: what those need into
+ * keep (B_SIZE floats), the front end's gradients into part (L_SIZE floats, zeroed) by way of the thread's
+ * lanes, and the group's summed loss and correct count. */
+static void lane_group(const Params *prm, const Classifier *cls, const float *x, const int64_t *y, int n,
+                       float smoothing, float scale, float *part, float *keep, vf *w) {
+    vf *xg = w + LT_XG, *s1 = w + LT_S1, *p1 = w + LT_P1, *s2 = w + LT_S2, *f = w + LT_F;
+    vf *gf = w + LT_GF, *h1 = w + LT_H1, *h2 = w + LT_H2;
+    vf *g1 = (vf *)(keep + B_G1), *g2 = (vf *)(keep + B_G2), *dz = (vf *)(keep + B_DZ);
+    vf *sums = w + LT_SUMS;
+    /* forward */
+    lane_input(x, n, xg);
+    lane_conv1(xg, prm->w1, prm->b1, s1);
+    lane_pool1(s1, p1);
+    lane_conv2(p1, prm->w2, prm->b2, s2);
+    lane_pool2(s2, f);
+    lane_dense(H1, NF, cls->w1, NF, 1, f, h1);
+    for (int o = 0; o < H1; o++) h1[o] = vact(h1[o] + (cls->b1 ? cls->b1[o] : 0.0f), ACTF);
+    lane_dense(H2, H1, cls->w2, H1, 1, h1, h2);
+    for (int o = 0; o < H2; o++) h2[o] = vact(h2[o] + (cls->b2 ? cls->b2[o] : 0.0f), ACTF);
+    lane_dense(NCLS, H2, cls->w3, H2, 1, h2, dz);
+    for (int o = 0; o < NCLS; o++) dz[o] += cls->b3 ? cls->b3[o] : 0.0f;
+    /* loss; classifier backward but its weights */
+    lane_loss(dz, y, n, smoothing, scale, part + L_LOSS);
+    lane_dense(H2, NCLS, cls->w3, 1, H2, dz, g2);
+    for (int o = 0; o < H2; o++) g2[o] = vdact(g2[o], h2[o], ACTF);
+    lane_dense(H1, H2, cls->w2, 1, H1, g2, g1);
+    for (int o = 0; o < H1; o++) g1[o] = vdact(g1[o], h1[o], ACTF);
+    lane_dense(NF, H1, cls->w1, 1, NF, g1, gf);
+    lanes_to_rows(f, NF, keep + B_FT, NFP);
+    lanes_to_rows(h1, H1, keep + B_H1T, F1P);
+    lanes_to_rows(h2, H2, keep + B_H2T, F2P);
+    /* front end backward */
+    lane_pool2_backward(gf, s2, sums + L_B2);
+    lane_conv2_weight_grad(p1, s2, sums + L_W2);
+    lane_conv2_input_grad(s2, prm->w2, s1, sums + L_B1);
+    lane_conv1_weight_grad(xg, s1, sums + L_W1);
+    lane_sums(sums, L_LOSS, part);
+}
+
+/* A whole training step: from x (B, S, S) and labels y, every parameter's gradient of scale * the summed
+ * cross-entropy (with label smoothing), into grads as lenet_backward and lenet_classifier write theirs (the
+ * front end's, then the classifier's); the summed loss and correct count into out[0], out[1]. Returns -1 if
+ * a label is out of range, else 0. */
+int lenet_step(int batch, int threads, const Params *prm, const Classifier *cls, const float *x, const int64_t *y,
+               float smoothing, float scale, float *grads, float *out, float *ws) {
+    for (int i = 0; i < batch; i++)
+        if (y[i] < 0 || y[i] >= NCLS) return -1;
+    const int groups = (batch + V - 1) / V;
+    float *parts = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    float *kept = parts + (long)groups * L_SIZE, *q = kept + (long)groups * B_SIZE;
+    vf *threads_ws = (vf *)(q + M_SIZE);
+    enum { T1 = (H1 + OR - 1) / OR * ((NFP / V + OC - 1) / OC), T2 = (H2 + OR - 1) / OR * ((F1P / V + OC - 1) / OC) };
+    enum { T3 = (NCLS + OR - 1) / OR * ((F2P / V + OC - 1) / OC) };
+#pragma omp parallel num_threads(threads)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        vf *w = threads_ws + (long)t * LT_SIZE;
+        memset(w + LT_XG, 0, sizeof(vf) * XS * XS); /* the borders stay zero */
+        memset(w + LT_P1, 0, sizeof(vf) * C1 * P1S * P1S);
+        /* 1: each group through the step but the classifier's weight gradients */
+#pragma omp for schedule(dynamic, 1)
+        for (int g = 0; g < groups; g++) {
+            float *part = parts + (long)g * L_SIZE;
+            memset(part, 0, sizeof(float) * L_SIZE);
+            const int n = batch - g * V < V ? batch - g * V : V;
+            lane_group(prm, cls, x + (long)g * V * S * S, y + (long)g * V, n, smoothing, scale, part,
+                       kept + (long)g * B_SIZE, w);
+        }
+        /* 2: the classifier's weight gradients over the whole batch, in blocks of rows and columns; and the
+         * groups' sums in group order (in group 0's place) */
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < T1 + T2 + T3 + 1; task++) {
+            if (task < T1)
+                batch_outer(H1, NFP, batch, task, kept + B_G1, kept + B_FT, NFP, B_SIZE, q + M_W1);
+            else if (task < T1 + T2)
+                batch_outer(H2, F1P, batch, task - T1, kept + B_G2, kept + B_H1T, F1P, B_SIZE, q + M_W2);
+            else if (task < T1 + T2 + T3)
+                batch_outer(NCLS, F2P, batch, task - T1 - T2, kept + B_DZ, kept + B_H2T, F2P, B_SIZE, q + M_W3);
+            else {
+                batch_bias(H1, batch, kept + B_G1, B_SIZE, q + M_B1);
+                batch_bias(H2, batch, kept + B_G2, B_SIZE, q + M_B2);
+                batch_bias(NCLS, batch, kept + B_DZ, B_SIZE, q + M_B3);
+                for (int k = 0; k < L_SIZE; k += V) {
+                    vf sum = *(const vf *)(parts + k);
+                    for (int g = 1; g < groups; g++) sum += *(const vf *)(parts + (long)g * L_SIZE + k);
+                    *(vf *)(parts + k) = sum;
+                }
+            }
+        }
+    }
+    float *g = grads;
+    memcpy(g, parts, sizeof(float) * L_LOSS), g += L_LOSS;
+    for (int o = 0; o < H1; o++, g += NF) memcpy(g, q + M_W1 + o * NFP, sizeof(float) * NF);
+    memcpy(g, q + M_B1, sizeof(float) * H1), g += H1;
+    for (int o = 0; o < H2; o++, g += H1) memcpy(g, q + M_W2 + o * F1P, sizeof(float) * H1);
+    memcpy(g, q + M_B2, sizeof(float) * H2), g += H2;
+    for (int o = 0; o < NCLS; o++, g += H2) memcpy(g, q + M_W3 + o * F2P, sizeof(float) * H2);
+    memcpy(g, q + M_B3, sizeof(float) * NCLS);
+    out[0] = parts[L_LOSS];
+    out[1] = parts[L_LOSS + 1];
+    return 0;
+}
+#endif /* LANES */
