@@ -277,6 +277,26 @@ def test_training_step_follows_parameters_that_move_or_are_not_contiguous():
                 b -= 0.1 * a.grad
 
 
+@pytest.mark.parametrize("name", ["lenet5-keras", "lenet5-d2l"])
+def test_raw_pixels_saturate_the_sigmoids_as_pytorch_does(name):
+    """The Keras recipe feeds 0..255 pixels: pre-activations in the hundreds, far out in sigmoid's tails."""
+    model = build(name, {}, seed=3)
+    twin = copy.deepcopy(model)
+    x, y = batch(model, n=21, seed=5)
+    x = x * 255
+    model(x).logsumexp(1).sum().backward()
+    fused = fastpath.training_step(twin)
+    if fused is not None:  # the whole step in C
+        fused(x, y, 1.0)
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+    else:  # the front end in C, the classifier in PyTorch
+        fastpath.forward_fn(twin)(x).logsumexp(1).sum().backward()
+    for (pname, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert torch.isfinite(b.grad).all(), pname
+        assert (b.grad - a.grad).abs().max().item() <= 1e-4 * a.grad.abs().max().item() + 1e-6, pname
+
+
 def test_training_step_refuses_what_it_cannot_take():
     model = build("lenet5-modern", {})
     step = fastpath.training_step(model)

@@ -155,9 +155,10 @@ int lenet_p1_floats(void) { return P1_SIZE; }
 int lenet_s2_floats(void) { return S2_SIZE; }
 int lenet_batch_norm(void) { return BN; }
 
-/* exp(x) to about 1 ulp without a libm call, so that loops calling it vectorise (Cephes' expf). */
+/* exp(x) to about 1 ulp without a libm call, so that loops calling it vectorise (Cephes' expf). x is held
+ * to [-87, 87]: beyond that, sigmoid's 1 / (1 + exp(x)) would leave reciprocal's range. */
 static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
@@ -174,7 +175,7 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
-/* 1 / a for a >= 1, to about 1 ulp: a bit-level first guess and three Newton steps (a division's
+/* 1 / a for 1 <= a <= 2^126, to about 1 ulp: a bit-level first guess and three Newton steps (a division's
  * throughput is several times lower, and sigmoid is a large part of a LeNet's pointwise work). */
 static inline float reciprocal(float a) {
     int32_t bits;
