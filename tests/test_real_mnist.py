@@ -81,3 +81,12 @@ def test_predict_reads_real_digits_drawn_like_a_user(fast_run, real_root, tmp_pa
     predicted = [last_json(line)["class"] for line in capsys.readouterr().out.splitlines()]
     correct = sum(int(p == labels[k]) for p, k in zip(predicted, picks, strict=True))
     assert correct >= 27, f"{correct}/30 real digits read correctly"
+
+
+def test_keras_recipe_learns_from_raw_pixels(real_root, tmp_path):
+    """Seed 002 feeds 0..255 pixels to sigmoids at lr 0.9: far out in their tails, where NaN once crept in."""
+    out = tmp_path / "keras"
+    args = ["train", "--recipe", "keras", "--dataset", "mnist", "--epochs", "1", "--root", str(real_root)]
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.isfinite(summary["train_loss"]) and summary["test_acc"] >= 0.8
