@@ -233,7 +233,7 @@ def test_training_step_sets_the_gradients_backward_would(name, kwargs, n):
 
 
 def test_the_whole_step_is_one_call_without_batch_norm():
-    """Classic LeNets take lenet_step (16 samples per vector); batch norm, the forward/backward calls."""
+    """Classic LeNets take lenet_step (a vector of samples at a time); batch norm, the forward/backward calls."""
     for name, kwargs in STEP_FAMILY:
         model = create_model(name, **kwargs)
         assert fastpath.kernels(fastpath.match(model).front).fused == (name != "lenet5-modern"), name
@@ -255,6 +255,44 @@ def test_training_step_does_not_depend_on_the_thread_count(name):
         torch.set_num_threads(threads)
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
+
+
+@pytest.mark.parametrize("name,kwargs", [("lenet5-d2l", {}), ("lenet5-modern", {"batch_norm": False})])
+def test_the_avx2_build_steps_as_pytorch_does(monkeypatch, tmp_path, name, kwargs):
+    """AVX2-only CPUs get kernels of 8 floats per vector, blocked for 16 registers: built here on AVX-512 too."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("LENET_FASTPATH_CFLAGS", "-mno-avx512f")
+    fastpath.kernels.cache_clear()
+    try:
+        model = build(name, kwargs)
+        front = fastpath.match(model).front
+        k = fastpath.kernels(front)
+        if k is None:
+            pytest.skip(f"no AVX2 build here: {fastpath.unavailable(front)}")
+        assert k.vector_floats == 8 and k.fused
+        x, y = batch(model, n=37, seed=8)  # four whole groups of 8 and a partial one
+        losses = nn.functional.cross_entropy(model(x), y, reduction="none", label_smoothing=0.1)
+        losses.sum().backward()
+        threads = torch.get_num_threads()
+        results = []
+        try:
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                twin = build(name, kwargs)
+                loss, correct = fastpath.training_step(twin, label_smoothing=0.1)(x, y, 1.0)
+                results.append([loss, correct] + [p.grad.clone() for p in twin.parameters()])
+        finally:
+            torch.set_num_threads(threads)
+        assert results[0][0].item() == pytest.approx(losses.sum().item(), rel=1e-5)
+        for (pname, a), got in zip(model.named_parameters(), results[0][2:], strict=True):
+            assert (got - a.grad).abs().max().item() <= 2e-5 * a.grad.abs().max().item() + 1e-8, pname
+        for other in results[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
+        forward = fastpath.forward_fn(build(name, kwargs))  # the per-sample kernels, at 8 floats per vector
+        with torch.no_grad():
+            torch.testing.assert_close(forward(x), model(x), rtol=1e-5, atol=2e-6)
+    finally:
+        fastpath.kernels.cache_clear()
 
 
 def test_training_step_follows_parameters_that_move_or_are_not_contiguous():

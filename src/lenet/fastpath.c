@@ -5,15 +5,15 @@
  * lenet/fastpath.py compiles this file once per network shape (the shape comes in as -D macros, so every
  * loop has a constant trip count) and calls it through ctypes. Two sets of kernels:
  *  - lenet_step (at the end of the file): a whole training step in one call, for a classic LeNet without
- *    batch norm, with 16 samples in each AVX-512 vector; the fast path of training. See its section.
+ *    batch norm, with V samples in each vector (16 with AVX-512, 8 with AVX2); the fast path of training.
+ *    See its section.
  *  - per sample (the rest): lenet_forward and lenet_backward for the front end, lenet_classifier for the
  *    classifier and its loss; inference, autograd, and training with batch norm.
  * The per-sample kernels: one call per batch and stage; OpenMP threads take chunks of the batch as they come
  * free, and each sample's activations (about 30 KB for LeNet-5) are worked on while they sit in the core's
- * L1/L2 cache. Both convolutions are direct, in 16-float vectors (GCC/Clang vector extensions, one AVX-512
- * register each): conv1 along the even and the odd columns of an image row, conv2 along its output
- * channels; pooling and activations are lane-wise too. The
- * classifier's products are register-blocked 6 x 64 tiles. The arithmetic is PyTorch's up to float
+ * L1/L2 cache. Both convolutions are direct, in V-float vectors (GCC/Clang vector extensions, one register
+ * each): conv1 along the even and the odd columns of an image row, conv2 along its output channels; pooling
+ * and activations are lane-wise too. The classifier's products are register-blocked 6 x 4V tiles. The arithmetic is PyTorch's up to float
  * rounding order (fused multiply-adds, summation order); sums over the batch are taken per fixed chunk and
  * added in chunk order, so no result depends on the thread count.
  *
@@ -39,9 +39,14 @@
 #include <omp.h>
 #endif
 
-/* 16 floats. Loads and stores through it may be unaligned and may alias float arrays. */
-typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));
+/* V floats, one vector register: 16 with AVX-512, else 8 (AVX2's width). Loads and stores through it may be
+ * unaligned and may alias float arrays. */
+#ifdef __AVX512F__
 #define V 16
+#else
+#define V 8
+#endif
+typedef float vf __attribute__((vector_size(4 * V), aligned(4), may_alias));
 #define ROUNDV(n) ((((n) + V - 1) / V) * V)
 
 #ifndef S
@@ -141,11 +146,13 @@ long lenet_chunk_floats(int batch) { return (long)((batch + CHUNK - 1) / CHUNK) 
 long lenet_chunk_doubles(int batch) { return (long)((batch + CHUNK - 1) / CHUNK) * D_SIZE; }
 int lenet_features(void) { return NF; }
 
-/* 1 when compiled for AVX-512. The kernels' register blocking assumes 32 vector registers of 16 floats:
- * with fewer or narrower ones (AVX2: 16 of 8) they spill, and run slower than PyTorch itself. */
-int lenet_wide_vectors(void) {
-#ifdef __AVX512F__
-    return 1;
+/* V when compiled for AVX-512 (16) or for AVX2 with FMA (8), else 0: fastpath.py takes no other build. The
+ * lane step is blocked for either's registers; the per-sample kernels for AVX-512's 32, and with AVX2's 16
+ * they spill some but still beat PyTorch's (inference and batch norm training ~1.5-2x). Vectors twice a
+ * register's width (V = 16 on AVX2) were slower than PyTorch. */
+int lenet_vector_floats(void) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    return V;
 #else
     return 0;
 #endif
@@ -1122,18 +1129,21 @@ int lenet_classifier(int batch, int threads, const Classifier *prm, const float 
 #endif
 
 /* ---------------------------------------------------------------------------------------------------- */
-/* A whole training step, 16 samples per vector: FC=1 without batch norm, compiled for AVX-512.
+/* A whole training step, V samples per vector: FC=1 without batch norm, compiled for AVX-512 (V = 16) or for
+ * AVX2 with FMA (V = 8).
  *
- * Here a group of V = 16 samples is laid out with the sample as the fastest axis ("lanes"): every pixel of
- * every feature map is one vector holding that pixel of the 16 samples. A convolution is then a sum of
- * vector x broadcast-weight products with no shuffles, blocked so that its accumulators stay in the 32
- * registers (the FMA units stay busy: ~95 % of their peak), and activations, pooling and their gradients
- * are lane-wise. A thread takes a group through the whole step, front end, classifier, loss and back,
- * while its ~0.6 MB of activations sit in its core's L2 cache; what the classifier's weight gradients need
+ * Here a group of V samples is laid out with the sample as the fastest axis ("lanes"): every pixel of every
+ * feature map is one vector holding that pixel of the V samples. A convolution is then a sum of vector x
+ * broadcast-weight products with no shuffles, blocked so that its accumulators stay in the registers (ACC
+ * of AVX-512's 32, of AVX2's 16; with AVX-512 the FMA units stay busy: ~95 % of their peak), and
+ * activations, pooling and their gradients are lane-wise. The blocking is in register counts, so the same
+ * code serves both widths, and an AVX2 group costs about what an AVX-512 one does for half the samples. A
+ * thread takes a group through the whole step, front end, classifier, loss and back, while its activations
+ * (~0.6 MB with AVX-512, half that with AVX2) sit in its core's L2 cache; what the classifier's weight gradients need
  * is kept per group, and they are summed over the whole batch at the end, in blocks shared among the
  * threads. Every sum over samples runs in a fixed order (the front end's per group, then over the groups in
  * order), so no result depends on the thread count. */
-#if FC && !BN && Q1 <= 16 && O2 <= 16 && defined(__AVX512F__)
+#if FC && !BN && Q1 <= 16 && O2 <= 16 && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
 #define LANES 1
 #else
 #define LANES 0
@@ -1143,11 +1153,15 @@ int lenet_step_supported(void) { return LANES; }
 #if LANES
 #include <immintrin.h>
 
-typedef int32_t vi __attribute__((vector_size(64), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size(4 * V), aligned(4), may_alias));
 
 /* the kernels stay separate functions: inlined into one, they compete for the registers */
 #define NOINLINE __attribute__((noinline))
-#define ACC 24 /* accumulators a kernel keeps in registers (of 32) */
+#if V == 16
+#define ACC 24 /* accumulators a kernel keeps in registers (of AVX-512's 32) */
+#else
+#define ACC 12 /* (of AVX2's 16) */
+#endif
 /* the largest divisor of n up to min(m, 8) */
 #define DIV_LE(n, m) ((m) >= 8 && (n) % 8 == 0 ? 8 : (m) >= 7 && (n) % 7 == 0 ? 7 : (m) >= 6 && (n) % 6 == 0 ? 6 \
     : (m) >= 5 && (n) % 5 == 0 ? 5 : (m) >= 4 && (n) % 4 == 0 ? 4 : (m) >= 3 && (n) % 3 == 0 ? 3            \
@@ -1159,7 +1173,7 @@ typedef int32_t vi __attribute__((vector_size(64), aligned(4), may_alias));
 #define CW1 DIV_LE(C1, ACC / K1) /* weight gradients: channels x kernel columns per block */
 #define CW2 DIV_LE(C2, ACC / K2)
 #define OR 6                     /* the classifier's weight gradients: rows x vectors per block */
-#define OC 4
+#define OC (ACC / OR)
 
 static inline vf vsplat(float a) { return (vf){0} + a; }
 static inline vf vselect(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
@@ -1168,6 +1182,7 @@ static inline vf vmax(vf a, vf b) { return vselect(b > a, b, a); }
 /* sigmoid(z) = 1 / (1 + exp(-z)), exp(-z) = 2^n exp(r) with r = -z - n ln 2 in [-ln 2 / 2, ln 2 / 2]: exp(r)
  * by a degree-6 polynomial fitted for relative error (under 1e-7 in float), 2^n by vscalefps, 1 / a by
  * vrcp14ps and a Newton step. 16 instructions, to about 1 ulp as exp_approx and reciprocal. */
+#if V == 16
 static inline vf vsigmoid(vf z) {
     const __m512 zc = _mm512_max_ps((__m512)z, _mm512_set1_ps(-88.0f)); /* exp(-z) stays finite */
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(zc, _mm512_set1_ps(-1.44269504088896341f)),
@@ -1185,6 +1200,29 @@ static inline vf vsigmoid(vf z) {
     const __m512 e = _mm512_rcp14_ps(a);
     return (vf)_mm512_fmadd_ps(e, _mm512_fnmadd_ps(a, e, _mm512_set1_ps(1.0f)), e);
 }
+#else
+/* AVX2 has neither vscalefps nor vrcp14ps: 2^n is built in the exponent bits, which needs n >= -126 (z held
+ * to at most 87, where sigmoid is 1 in float anyway), and vrcpps's 12-bit guess takes two Newton steps. */
+static inline vf vsigmoid(vf z) {
+    const __m256 zc = _mm256_min_ps(_mm256_max_ps((__m256)z, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(zc, _mm256_set1_ps(-1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmsub_ps(n, _mm256_set1_ps(0.693359375f), zc);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.3843644410e-3f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3741638809e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1668001562e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666431725e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.9999994040e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256 a = _mm256_add_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(bits)), _mm256_set1_ps(1.0f));
+    __m256 e = _mm256_rcp_ps(a);
+    e = _mm256_fmadd_ps(e, _mm256_fnmadd_ps(a, e, _mm256_set1_ps(1.0f)), e);
+    return (vf)_mm256_fmadd_ps(e, _mm256_fnmadd_ps(a, e, _mm256_set1_ps(1.0f)), e);
+}
+#endif
 
 static inline vf vact(vf z, int kind) {
     if (kind == ACT_SIGMOID) return vsigmoid(z);
@@ -1218,7 +1256,7 @@ static inline void vpool_backward(int kind, int actkind, vf g, vf a, vf b, vf c,
     }
 }
 
-#if defined(__clang__) || __GNUC__ >= 12
+#if (defined(__clang__) || __GNUC__ >= 12) && V == 16
 #define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 /* o0, o1 = a and b's first halves, a and b's second halves; then quarters, pairs, single lanes */
 #define HALVES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), \
@@ -1232,7 +1270,7 @@ static inline void vpool_backward(int kind, int actkind, vf g, vf a, vf b, vf c,
 
 /* out[i] = the sum of v[i]'s lanes, i < V: four rounds of pairwise shuffles and adds; the sums come out in
  * bit-reversed order, which a last shuffle puts right. */
-static inline void hsum16(const vf *v, float *out) {
+static inline void hsum_block(const vf *v, float *out) {
     vf w[8], u[4], t[2], a, b;
     for (int j = 0; j < 8; j++) HALVES(a, b, v[2 * j], v[2 * j + 1]), w[j] = a + b;
     for (int j = 0; j < 4; j++) QUARTERS(a, b, w[2 * j], w[2 * j + 1]), u[j] = a + b;
@@ -1243,7 +1281,7 @@ static inline void hsum16(const vf *v, float *out) {
 }
 
 /* out[j][i] = in[i][j], a 16 x 16 transpose: the off-diagonal blocks of 8, 4, 2 and 1 swapped in turn. */
-static inline void transpose16(const vf *in, vf *out) {
+static inline void transpose_block(const vf *in, vf *out) {
     vf t[V], u[V];
     for (int i = 0; i < 8; i++) HALVES(t[i], t[i + 8], in[i], in[i + 8]);
     for (int i = 0; i < V; i++)
@@ -1252,8 +1290,31 @@ static inline void transpose16(const vf *in, vf *out) {
         if (!(i & 2)) PAIRS(t[i], t[i + 2], u[i], u[i + 2]);
     for (int i = 0; i < V; i += 2) SINGLES(out[i], out[i + 1], t[i], t[i + 1]);
 }
+#elif defined(__clang__) || __GNUC__ >= 12
+/* The same for 8 lanes: halves, pairs, single lanes. */
+#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define HALVES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 8, 9, 10, 11), o1 = SHUF(a, b, 4, 5, 6, 7, 12, 13, 14, 15))
+#define PAIRS(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13), o1 = SHUF(a, b, 2, 3, 10, 11, 6, 7, 14, 15))
+#define SINGLES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 8, 2, 10, 4, 12, 6, 14), o1 = SHUF(a, b, 1, 9, 3, 11, 5, 13, 7, 15))
+
+static inline void hsum_block(const vf *v, float *out) {
+    vf w[4], u[2], a, b;
+    for (int j = 0; j < 4; j++) HALVES(a, b, v[2 * j], v[2 * j + 1]), w[j] = a + b;
+    for (int j = 0; j < 2; j++) PAIRS(a, b, w[2 * j], w[2 * j + 1]), u[j] = a + b;
+    SINGLES(a, b, u[0], u[1]);
+    const vf r = a + b;
+    *(vf *)out = SHUF(r, r, 0, 4, 2, 6, 1, 5, 3, 7);
+}
+
+static inline void transpose_block(const vf *in, vf *out) {
+    vf t[V], u[V];
+    for (int i = 0; i < 4; i++) HALVES(t[i], t[i + 4], in[i], in[i + 4]);
+    for (int i = 0; i < V; i++)
+        if (!(i & 2)) PAIRS(u[i], u[i + 2], t[i], t[i + 2]);
+    for (int i = 0; i < V; i += 2) SINGLES(out[i], out[i + 1], u[i], u[i + 1]);
+}
 #else
-static inline void hsum16(const vf *v, float *out) {
+static inline void hsum_block(const vf *v, float *out) {
     for (int i = 0; i < V; i++) {
         float t[V];
         memcpy(t, &v[i], sizeof t);
@@ -1263,7 +1324,7 @@ static inline void hsum16(const vf *v, float *out) {
     }
 }
 
-static inline void transpose16(const vf *in, vf *out) {
+static inline void transpose_block(const vf *in, vf *out) {
     for (int i = 0; i < V; i++)
         for (int j = 0; j < V; j++) out[j][i] = in[i][j];
 }
@@ -1272,12 +1333,12 @@ static inline void transpose16(const vf *in, vf *out) {
 /* out[i] = the sum of v[i]'s lanes, i < n. */
 static void lane_sums(const vf *v, int n, float *out) {
     int i = 0;
-    for (; i + V <= n; i += V) hsum16(v + i, out + i);
+    for (; i + V <= n; i += V) hsum_block(v + i, out + i);
     if (i < n) { /* the last few, in a block padded with zeros */
         vf block[V] = {{0}};
         float sums[V];
         memcpy(block, v + i, sizeof(vf) * (n - i));
-        hsum16(block, sums);
+        hsum_block(block, sums);
         memcpy(out + i, sums, sizeof(float) * (n - i));
     }
 }
@@ -1289,11 +1350,11 @@ static void lane_sums(const vf *v, int n, float *out) {
 
 /* The group's images (n of them; the other lanes zero) into xg's interior. */
 NOINLINE static void lane_input(const float *x, int n, vf *xg) {
-    enum { P = S * S / V * V }; /* pixels transposed 16 at a time: all of them when S * S is a multiple of 16 */
+    enum { P = S * S / V * V }; /* pixels transposed V at a time: all of them when S * S is a multiple of V */
     for (int p0 = 0; p0 < P; p0 += V) {
         vf rows[V], cols[V];
         for (int l = 0; l < V; l++) rows[l] = l < n ? *(const vf *)(x + (long)l * S * S + p0) : (vf){0};
-        transpose16(rows, cols);
+        transpose_block(rows, cols);
         for (int j = 0; j < V; j++) xg[((p0 + j) / S + PAD1) * XS + (p0 + j) % S + PAD1] = cols[j];
     }
     for (int p = P; p < S * S; p++) {
@@ -1474,11 +1535,11 @@ NOINLINE static void lane_conv1_weight_grad(const vf *xg, const vf *gz1, vf *gw1
 }
 
 /* c[i] = sum over t < steps of a[i * a_row + t * a_t] * b[t], for i < rows: a matrix (strides in floats)
- * times V samples' vectors. Blocks of up to 24 rows (the last one overlapping the one before: its rows are
+ * times V samples' vectors. Blocks of up to ACC rows (the last one overlapping the one before: its rows are
  * computed again, identically); always inlined, so that the strides are constants in the addresses. */
 static inline __attribute__((always_inline)) void lane_dense(const int rows, const int steps, const float *a,
                                                             const long a_row, const long a_t, const vf *b, vf *c) {
-    enum { R = 24 };
+    enum { R = ACC };
     const int r = rows < R ? rows : R;
     for (int i0 = 0;; i0 += r) {
         if (i0 > rows - r) i0 = rows - r;

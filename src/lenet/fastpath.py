@@ -9,16 +9,20 @@ tensors. fastpath.c does the work instead, compiled once per network shape with 
   forward and backward) in C and the classifier in PyTorch; autograd-compatible, any loss.
 - `training_step(model)`: a whole step's gradients (front end, the classic Linear-act-Linear-act-Linear
   classifier and the cross-entropy) in C, written into the parameters' .grad; the optimiser stays PyTorch's.
-  Without batch norm this is one call, `lenet_step`, that takes 16 samples per vector through the whole
-  step (about 5x the usual PyTorch loop's speed on a LeNet-5); with batch norm, a forward, a classifier and
-  a backward call.
+  Without batch norm this is one call, `lenet_step`, that takes 16 samples per vector (8 with AVX2) through
+  the whole step (about 5x the usual PyTorch loop's speed on a LeNet-5 with AVX-512); with batch norm, a
+  forward, a classifier and a backward call.
 
 The math is the model's own up to float rounding order (tests/test_fastpath.py compares them with plain
 PyTorch), and results do not depend on the thread count. Supported: 1-channel input, two Conv2d (stride 1,
 square kernel, zero padding), each optionally followed by BatchNorm2d (both or neither), Sigmoid, ReLU or no
-activation, AvgPool2d(2) or MaxPool2d(2), float32 on the CPU, no input gradient, a CPU with AVX-512 (the
-kernels are blocked for its 32 vector registers). Anything else (CUDA, a DDP wrapper, hooks on the front
-end, no C compiler, an AVX2-only CPU) gets None, and the caller uses the model itself.
+activation, AvgPool2d(2) or MaxPool2d(2), float32 on the CPU, no input gradient, a CPU with AVX-512 or
+with AVX2 and FMA (the kernels take vectors of one register's width and are blocked for its register count).
+Anything else (CUDA, a DDP wrapper, hooks on the front end, no C compiler, a CPU with neither) gets None,
+and the caller uses the model itself.
+
+LENET_FASTPATH_CFLAGS, for testing and diagnosis: extra compiler flags, appended to fastpath's own (and part
+of the cache key). `LENET_FASTPATH_CFLAGS=-mno-avx512f` builds the AVX2 kernels on an AVX-512 machine.
 """
 
 from __future__ import annotations
@@ -203,6 +207,7 @@ def _compile(front: FrontEnd) -> Path:
     cc = os.environ.get("CC", "cc")
     flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-std=gnu11", "-ffp-contract=fast",
              "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-fopenmp"]  # fmt: skip
+    flags += os.environ.get("LENET_FASTPATH_CFLAGS", "").split()
     defines = [f"-D{k}={v}" for k, v in front.macros.items()]
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
@@ -247,8 +252,9 @@ class Kernels:
 
     def __init__(self, front: FrontEnd, path: Path):
         lib = ctypes.CDLL(str(path))
-        if not lib.lenet_wide_vectors():
-            raise OSError("no AVX-512 here (CPU or compiler): without it, its kernels are slower than PyTorch's")
+        self.vector_floats = lib.lenet_vector_floats()  # 16 with AVX-512, 8 with AVX2
+        if not self.vector_floats:
+            raise OSError("neither AVX-512 nor AVX2 with FMA here (CPU or compiler): kernels not built for it")
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.lenet_forward.argtypes = [i, i, ctypes.POINTER(Params), i] + [p] * 8
         lib.lenet_forward.restype = None
@@ -272,7 +278,7 @@ class Kernels:
             lib.lenet_classifier_workspace_floats.argtypes = [i, i]
             lib.lenet_classifier_workspace_floats.restype = ctypes.c_long
             self.classifier_grad_floats = lib.lenet_classifier_grad_floats()
-        # the whole step in one call, 16 samples per vector (built for classic classifiers without batch norm)
+        # the whole step in one call, a vector of samples at a time (built for classic classifiers, no batch norm)
         self.fused = bool(front.classifier) and bool(lib.lenet_step_supported())
         if self.fused:
             lib.lenet_step.argtypes = [i, i, ctypes.POINTER(Params), ctypes.POINTER(ClassifierParams), p, p,
