@@ -148,8 +148,9 @@ int lenet_features(void) { return NF; }
 
 /* V when compiled for AVX-512 (16) or for AVX2 with FMA (8), else 0: fastpath.py takes no other build. The
  * lane step is blocked for either's registers; the per-sample kernels for AVX-512's 32, and with AVX2's 16
- * they spill some but still beat PyTorch's (inference and batch norm training ~1.5-2x). Vectors twice a
- * register's width (V = 16 on AVX2) were slower than PyTorch. */
+ * they spill some but still beat PyTorch (an AVX2 build against PyTorch's AVX-512 kernels: inference
+ * ~1.4-1.8x, batch norm training ~2.3x). Vectors twice a register's width (V = 16 on AVX2) were slower
+ * than PyTorch. */
 int lenet_vector_floats(void) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
     return V;

@@ -14,10 +14,11 @@ tensors. fastpath.c does the work instead, compiled once per network shape with 
   forward, a classifier and a backward call.
 
 The math is the model's own up to float rounding order (tests/test_fastpath.py compares them with plain
-PyTorch), and results do not depend on the thread count. Supported: 1-channel input, two Conv2d (stride 1,
-square kernel, zero padding), each optionally followed by BatchNorm2d (both or neither), Sigmoid, ReLU or no
-activation, AvgPool2d(2) or MaxPool2d(2), float32 on the CPU, no input gradient, a CPU with AVX-512 or
-with AVX2 and FMA (the kernels take vectors of one register's width and are blocked for its register count).
+PyTorch), and results do not depend on the thread count (they do on the vector width: AVX2 and AVX-512
+builds sum in different orders). Supported: 1-channel input, two Conv2d (stride 1, square kernel, zero
+padding), each optionally followed by BatchNorm2d (both or neither), Sigmoid, ReLU or no activation,
+AvgPool2d(2) or MaxPool2d(2), float32 on the CPU, no input gradient, a CPU with AVX-512 or with AVX2 and FMA
+(the kernels take vectors one register wide, and the whole step is blocked for either's register count).
 Anything else (CUDA, a DDP wrapper, hooks on the front end, no C compiler, a CPU with neither) gets None,
 and the caller uses the model itself.
 
