@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -96,8 +98,44 @@ def _versions() -> dict:
     return {"lenet": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def cmd_train(args) -> int:
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM noted in the yielded list (training ends the epoch there, with a checkpoint); a
+    second signal stops at once. The previous handlers come back on exit."""
+    signals: list[int] = []
+
+    def on_signal(signum, frame):
+        if signals:
+            raise KeyboardInterrupt
+        signals.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield signals
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_summary(cfg, history, test_examples: int) -> dict:
+    """What summary.json says of a finished run's config and history (the caller adds where it ran)."""
     import torch
+
+    last = history.last
+    summary = {
+        "recipe": cfg.recipe, "model": cfg.model, "dataset": cfg.dataset,
+        "epochs": last.get("epoch", 0), "steps": last.get("steps", 0),
+        "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+        "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"), "test_examples": test_examples,
+        "examples_per_sec": history.examples_per_sec, "train_seconds": history.train_seconds,
+        "seed": cfg.seed, "threads": torch.get_num_threads(), "versions": _versions(),
+    }  # fmt: skip
+    if "val_acc" in last:
+        summary.update(val_loss=last["val_loss"], val_acc=last["val_acc"])
+    return summary
+
+
+def cmd_train(args) -> int:
 
     from . import dist
     from .checkpoint import CONFIG, SUMMARY, RunDir, load_resume, restore
@@ -175,24 +213,12 @@ def cmd_train(args) -> int:
                 if key != "epoch":
                     writer.add_scalar(key, value, record["epoch"])
 
-    # SIGINT / SIGTERM end the epoch at the next step, with a checkpoint; a second signal stops at once.
-    signals: list[int] = []
-
-    def on_signal(signum, frame):
-        if signals:
-            raise KeyboardInterrupt
-        signals.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals() as signals:
         history = fit(
             model, data, cfg, max_steps=max_steps, state=state, optimizer=optimizer, on_step=on_step,
             on_epoch=on_epoch, on_checkpoint=run.save_checkpoint if run else None, stop=lambda: bool(signals),
             rank=rank.rank, world_size=rank.world_size,
         )  # fmt: skip
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if writer:
         writer.close()
     if state.stopped:
@@ -202,21 +228,11 @@ def cmd_train(args) -> int:
             where = f"epoch {state.epoch + 1}, step {state.step}"
             print(f"interrupted by {signal.Signals(signum).name} at {where}{saved}", file=sys.stderr)
         return 128 + signum
-    last = history.last
     summary = {
-        "recipe": cfg.recipe, "model": cfg.model, "dataset": cfg.dataset,
-        "epochs": last.get("epoch", 0), "steps": last.get("steps", 0),
-        "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
-        "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"),
-        "test_examples": len(data.test),
-        "examples_per_sec": history.examples_per_sec, "train_seconds": history.train_seconds,
-        "seconds": time.perf_counter() - started, "device": str(device),
-        "params": count_parameters(model), "seed": cfg.seed, "processes": rank.world_size,
-        "threads": torch.get_num_threads(), "versions": _versions(),
+        **run_summary(cfg, history, len(data.test)), "seconds": time.perf_counter() - started,
+        "device": str(device), "params": count_parameters(model), "processes": rank.world_size,
         "run_dir": str(run.path) if run else None,
     }  # fmt: skip
-    if "val_acc" in last:
-        summary.update(val_loss=last["val_loss"], val_acc=last["val_acc"])
     if run:
         plot_curves(history.epochs, run / "curves.png")
         run.write_json(SUMMARY, summary)
