@@ -136,7 +136,6 @@ def run_summary(cfg, history, test_examples: int) -> dict:
 
 
 def cmd_train(args) -> int:
-
     from . import dist
     from .checkpoint import CONFIG, SUMMARY, RunDir, load_resume, restore
     from .models import count_parameters
