@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lenet import fastpath
-from lenet.models import create_model, init_weights
+from lenet.models import ClippedLog, create_model, init_weights
 from lenet.recipes import resolve
 from lenet.train import make_optimizer, make_step
 
@@ -22,6 +22,7 @@ FAMILY = [
     ("lenet5-modern", {}),  # batch norm in training mode
     ("lenet-community", {}),  # no activation, 3x3 first conv
     ("lenet5-tutorial", {}),  # 32x32 input
+    ("lenet5-keras", {}),  # Keras' head: sigmoid outputs, clipped log
 ]
 
 
@@ -213,7 +214,7 @@ def test_two_forwards_then_backward_recomputes_what_was_overwritten():
 
 
 STEP_FAMILY = [("lenet5-d2l", {}), ("lenet5-mxnet", {}), ("lenet5-modern", {}), ("lenet-community", {}),
-               ("lenet5-tutorial", {})]  # fmt: skip
+               ("lenet5-tutorial", {}), ("lenet5-keras", {})]  # fmt: skip
 
 
 @pytest.mark.parametrize("name,kwargs", STEP_FAMILY)
@@ -239,7 +240,7 @@ def test_the_whole_step_is_one_call_without_batch_norm():
         assert fastpath.kernels(fastpath.match(model).front).fused == (name != "lenet5-modern"), name
 
 
-@pytest.mark.parametrize("name", ["lenet5-d2l", "lenet5-modern"])
+@pytest.mark.parametrize("name", ["lenet5-d2l", "lenet5-modern", "lenet5-keras"])
 def test_training_step_does_not_depend_on_the_thread_count(name):
     """Bit for bit: resumed runs and runs on other machines must land where uninterrupted ones land."""
     x, y = batch(create_model(name), n=75, seed=4)
@@ -257,7 +258,8 @@ def test_training_step_does_not_depend_on_the_thread_count(name):
         assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
 
 
-@pytest.mark.parametrize("name,kwargs", [("lenet5-d2l", {}), ("lenet5-modern", {"batch_norm": False})])
+@pytest.mark.parametrize("name,kwargs", [("lenet5-d2l", {}), ("lenet5-modern", {"batch_norm": False}),
+                                         ("lenet5-keras", {})])  # fmt: skip
 def test_the_avx2_build_steps_as_pytorch_does(monkeypatch, tmp_path, name, kwargs):
     """AVX2-only CPUs get kernels of 8 floats per vector, blocked for 16 registers: built here on AVX-512 too."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -346,4 +348,33 @@ def test_training_step_refuses_what_it_cannot_take():
     model.train()
     assert step(x.double(), y, 1.0) is None
     assert step(x, y.int(), 1.0) is None
-    assert fastpath.match(create_model("lenet5-keras")).linears is None  # a classifier it cannot train
+    keras_head = [nn.Sigmoid(), ClippedLog()]
+    with_bn = nn.Sequential(*create_model("lenet5-modern"), *keras_head)  # the per-sample classifier lacks it
+    assert fastpath.match(with_bn).linears is not None and fastpath.training_step(with_bn) is None
+    half_head = nn.Sequential(*create_model("lenet5-mxnet"), nn.Sigmoid())  # sigmoid outputs as logits
+    assert fastpath.match(half_head).linears is None
+
+
+def test_keras_head_clips_as_pytorch_does():
+    """Outputs clamped at both ends get no gradient, one exactly at the upper bound does; clamped ties in the
+    correct count go to the first class, as argmax does."""
+    model = build("lenet5-keras", {})
+    with torch.no_grad():  # z = bias alone for classes 0-3: sigmoid 1.0, 1.0 (a tie), exactly 1 - 2^-23, ~2e-9
+        model.fc3.weight[:4] = 0.0
+        model.fc3.bias[:4] = torch.tensor([20.0, 20.0, 15.95, -20.0])
+    assert torch.sigmoid(torch.tensor(15.95)).item() == torch.tensor(1 - 1e-7).item()
+    twin, exact = copy.deepcopy(model), copy.deepcopy(model).double()
+    x, y = batch(model, n=37, seed=9)
+    y[::2] = 1  # the second of the tied classes: wrong for argmax
+    y[1::4] = 0
+    out = model(x)
+    nn.functional.cross_entropy(out, y, reduction="sum").backward()
+    loss, correct = fastpath.training_step(twin)(x, y, 1.0)
+    assert correct.item() == (out.argmax(1) == y).sum().item() == (y == 0).sum().item()
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(out, y, reduction="sum").item(), rel=1e-5)
+    for m in (model, twin):
+        assert (m.fc3.bias.grad[[0, 1, 3]] == 0).all() and m.fc3.bias.grad[2] != 0, m
+    # float32 autograd loses ~1e-3 of the convolutions' small gradients here to cancellation: compare with float64
+    nn.functional.cross_entropy(exact(x.double()), y, reduction="sum").backward()
+    for (pname, a), b in zip(exact.named_parameters(), twin.parameters(), strict=True):
+        assert (b.grad - a.grad).abs().max().item() <= 2e-5 * a.grad.abs().max().item() + 1e-8, pname

@@ -1,6 +1,7 @@
 /* A LeNet's training and inference arithmetic for the CPU: conv -> (batch norm) -> activation -> 2x2 pool,
  * twice (forward and backward), and with FC=1 the Linear-act-Linear-act-Linear classifier and its
- * cross-entropy loss.
+ * cross-entropy loss (with OUT_CLIPLOG=1, on Keras' head: log(clamp(sigmoid(z), CLIP_EPS, 1 - CLIP_EPS)),
+ * lenet_step only).
  *
  * lenet/fastpath.py compiles this file once per network shape (the shape comes in as -D macros, so every
  * loop has a constant trip count) and calls it through ctypes. Two sets of kernels:
@@ -57,6 +58,9 @@ typedef float vf __attribute__((vector_size(4 * V), aligned(4), may_alias));
 #endif
 #ifndef FC
 #define FC 0
+#endif
+#ifndef OUT_CLIPLOG
+#define OUT_CLIPLOG 0
 #endif
 
 #define ACT_NONE 0
@@ -996,6 +1000,7 @@ static void column_sums(int n, int width, const float *g, float *sums) {
  * trainer's 1 / denominator). Returns -1 if a label is out of range, else 0. */
 int lenet_classifier(int batch, int threads, const Classifier *prm, const float *f, const int64_t *y,
                      float smoothing, float scale, float *gf, float *grads, float *out, float *ws) {
+    if (OUT_CLIPLOG) return -2; /* Keras' head is lenet_step's alone (fastpath.py never asks this for it) */
     for (int i = 0; i < batch; i++)
         if (y[i] < 0 || y[i] >= NCLS) return -1;
     const int chunks = (batch + FCHUNK - 1) / FCHUNK;
@@ -1657,8 +1662,22 @@ long lenet_step_workspace_floats(int batch, int threads) {
 }
 
 /* The loss of each sample in the group (n real ones) and d loss / d logits, scaled, in place of the logits
- * (zero for the lanes beyond n); the summed loss and correct count added onto out[0], out[1]. */
+ * (zero for the lanes beyond n); the summed loss and correct count added onto out[0], out[1].
+ * With OUT_CLIPLOG, z is the last Linear's output and the logits are Keras' log(clamp(sigmoid(z), lo, hi)),
+ * clamped in float as torch clamps; d logit / d z is (1 / c) * sigmoid' = 1 - sigmoid(z) where the clamp
+ * lets the gradient through, which is torch's rule: lo <= sigmoid(z) <= hi, bounds included. */
 static void lane_loss(vf *z, const int64_t *y, int n, float smoothing, float scale, float *out) {
+#if OUT_CLIPLOG
+    const float lo = (float)CLIP_EPS, hi = (float)(1.0 - CLIP_EPS); /* torch's casts of Python's floats */
+    vf gate[NCLS];
+    for (int o = 0; o < NCLS; o++) {
+        const vf p = vsigmoid(z[o]);
+        const vi inside = (p >= lo) & (p <= hi);
+        gate[o] = vselect(inside, 1.0f - p, (vf){0});
+        const vf c = vselect(p < lo, vsplat(lo), vselect(p > hi, vsplat(hi), p));
+        for (int l = 0; l < V; l++) z[o][l] = logf(c[l]);
+    }
+#endif
     float loss = 0.0f, correct = 0.0f;
     for (int l = 0; l < V; l++) {
         if (l >= n) {
@@ -1685,6 +1704,9 @@ static void lane_loss(vf *z, const int64_t *y, int n, float smoothing, float sca
             const float p = expf(z[o][l] - lse);
             const float target = smoothing / NCLS + (o == label ? 1.0f - smoothing : 0.0f);
             z[o][l] = (p - target) * scale;
+#if OUT_CLIPLOG
+            z[o][l] *= gate[o][l];
+#endif
         }
     }
     out[0] += loss;
@@ -1750,6 +1772,12 @@ int lenet_step(int batch, int threads, const Params *prm, const Classifier *cls,
 #ifdef _OPENMP
         t = omp_get_thread_num();
 #endif
+        /* Denormals flushed to zero, in and out (FTZ, DAZ), for this call: raw 0..255 pixels saturate the
+         * sigmoids, and the activations and gradients under 2^-126 (~1.2e-38) that PyTorch keeps cost a
+         * microcode assist per operation, which made the Keras net's step ~8x slower. Values that small
+         * become 0 here, where PyTorch keeps them. */
+        const unsigned csr = _mm_getcsr();
+        _mm_setcsr(csr | _MM_FLUSH_ZERO_ON | _MM_DENORMALS_ZERO_ON);
         vf *w = threads_ws + (long)t * LT_SIZE;
         memset(w + LT_XG, 0, sizeof(vf) * XS * XS); /* the borders stay zero */
         memset(w + LT_P1, 0, sizeof(vf) * C1 * P1S * P1S);
@@ -1783,6 +1811,7 @@ int lenet_step(int batch, int threads, const Params *prm, const Classifier *cls,
                 }
             }
         }
+        _mm_setcsr(csr); /* OpenMP's threads live on, and may be PyTorch's */
     }
     float *g = grads;
     memcpy(g, parts, sizeof(float) * L_LOSS), g += L_LOSS;

@@ -9,13 +9,15 @@ tensors. fastpath.c does the work instead, compiled once per network shape with 
   forward and backward) in C and the classifier in PyTorch; autograd-compatible, any loss.
 - `training_step(model)`: a whole step's gradients (front end, the classic Linear-act-Linear-act-Linear
   classifier and the cross-entropy) in C, written into the parameters' .grad; the optimiser stays PyTorch's.
+  The classifier may end in Keras' head (Sigmoid, then models.ClippedLog), which only `lenet_step` takes.
   Without batch norm this is one call, `lenet_step`, that takes 16 samples per vector (8 with AVX2) through
   the whole step (about 5x the usual PyTorch loop's speed on a LeNet-5 with AVX-512); with batch norm, a
   forward, a classifier and a backward call.
 
 The math is the model's own up to float rounding order (tests/test_fastpath.py compares them with plain
-PyTorch), and results do not depend on the thread count (they do on the vector width: AVX2 and AVX-512
-builds sum in different orders). Supported: 1-channel input, two Conv2d (stride 1, square kernel, zero
+PyTorch; lenet_step also flushes values under 2^-126 to zero, as saturated sigmoids make them), and
+results do not depend on the thread count (they do on the vector width: AVX2 and AVX-512 builds sum in
+different orders). Supported: 1-channel input, two Conv2d (stride 1, square kernel, zero
 padding), each optionally followed by BatchNorm2d (both or neither), Sigmoid, ReLU or no activation,
 AvgPool2d(2) or MaxPool2d(2), float32 on the CPU, no input gradient, a CPU with AVX-512 or with AVX2 and FMA
 (the kernels take vectors one register wide, and the whole step is blocked for either's register count).
@@ -45,6 +47,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .models import ClippedLog
+
 SOURCE = Path(__file__).with_name("fastpath.c")
 ACTIVATIONS = {nn.Identity: 0, nn.Sigmoid: 1, nn.ReLU: 2}
 POOLS = {nn.AvgPool2d: 0, nn.MaxPool2d: 1}
@@ -62,16 +66,19 @@ class FrontEnd:
     act2: int
     pool2: int
     batch_norm: bool = False
-    classifier: tuple[int, int, int, int] | None = None  # (hidden 1, hidden 2, classes, activation)
+    # (hidden 1, hidden 2, classes, activation, clip): clip > 0 for Keras' head, log(clamp(sigmoid, clip, 1 - clip))
+    classifier: tuple[int, int, int, int, float] | None = None
 
     @property
-    def macros(self) -> dict[str, int]:
+    def macros(self) -> dict[str, int | float]:
         (c1, k1, pad1), (c2, k2, pad2) = self.conv1, self.conv2
         macros = dict(S=self.size, C1=c1, K1=k1, PAD1=pad1, ACT1=self.act1, POOL1=self.pool1, C2=c2, K2=k2,
                       PAD2=pad2, ACT2=self.act2, POOL2=self.pool2, BN=int(self.batch_norm))  # fmt: skip
         if self.classifier:
             macros.update(FC=1, H1=self.classifier[0], H2=self.classifier[1], NCLS=self.classifier[2],
                           ACTF=self.classifier[3])  # fmt: skip
+            if self.classifier[4]:
+                macros.update(OUT_CLIPLOG=1, CLIP_EPS=self.classifier[4])  # a float's repr is exact C
         return macros
 
 
@@ -117,8 +124,15 @@ def _plain_norm(m: nn.Module, channels: int) -> bool:
     return all(t.dtype == torch.float32 and t.is_contiguous() for t in (m.running_mean, m.running_var))
 
 
-def _classifier(layers: list[nn.Module], features: int) -> tuple[tuple[nn.Linear, ...], int] | None:
-    """Linear -> act -> Linear -> act -> Linear (the act the same both times, or none): its layers and act."""
+def _classifier(layers: list[nn.Module], features: int) -> tuple[tuple[nn.Linear, ...], int, float] | None:
+    """Linear -> act -> Linear -> act -> Linear (the act the same both times, or none), optionally then Keras'
+    head (Sigmoid, ClippedLog): its layers, act and the head's clip (0.0 without it)."""
+    clip = 0.0
+    if len(layers) >= 2 and type(layers[-2]) is nn.Sigmoid and type(layers[-1]) is ClippedLog:
+        clip = layers[-1].eps
+        if type(clip) is not float or not 0.0 < clip < 0.5 or _hooked(layers[-2]) or _hooked(layers[-1]):
+            return None
+        layers = layers[:-2]
     linears = [m for m in layers if type(m) is nn.Linear]
     acts = {type(m) for m in layers if type(m) is not nn.Linear}
     if len(linears) != 3 or len(acts) > 1 or any(_hooked(m) for m in layers):
@@ -130,7 +144,7 @@ def _classifier(layers: list[nn.Module], features: int) -> tuple[tuple[nn.Linear
     fc1, fc2, fc3 = linears
     if (fc1.in_features, fc2.in_features, fc3.in_features) != (features, fc1.out_features, fc2.out_features):
         return None
-    return tuple(linears), ACTIVATIONS[next(iter(acts))] if acts else 0
+    return tuple(linears), ACTIVATIONS[next(iter(acts))] if acts else 0, clip
 
 
 def _hooked(m: nn.Module) -> bool:
@@ -175,7 +189,7 @@ def match(model: nn.Module) -> Match | None:
     if o1 < 2 or o1 % 2 or o2 < 2 or o2 % 2:
         return None
     fc = _classifier(layers[i + 1 :], conv2.out_channels * (o2 // 2) ** 2)
-    dims = (fc[0][0].out_features, fc[0][1].out_features, fc[0][2].out_features, fc[1]) if fc else None
+    dims = (fc[0][0].out_features, fc[0][1].out_features, fc[0][2].out_features, *fc[1:]) if fc else None
     front = FrontEnd(size, (conv1.out_channels, conv1.kernel_size[0], conv1.padding[0]), act1, pool1,
                      (conv2.out_channels, conv2.kernel_size[0], conv2.padding[0]), act2, pool2,
                      norm1 is not None, dims)  # fmt: skip
@@ -484,7 +498,7 @@ def training_step(model: nn.Module, label_smoothing: float = 0.0) -> Callable | 
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         return None
     k = kernels(found.front)
-    if k is None:
+    if k is None or (found.front.classifier[4] and not k.fused):  # only lenet_step takes Keras' head
         return None
     fc1, fc2, fc3 = found.linears
     norms, size, features = found.norms, found.front.size, k.features
