@@ -48,6 +48,17 @@ def fake_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def run_dir(fake_root, tmp_path_factory) -> Path:
+    """A run folder of the `fast` recipe trained for two steps on fake_root: something to load, serve, export."""
+    from lenet.cli import main
+
+    out = tmp_path_factory.mktemp("fast-run")
+    args = ["train", "--recipe", "fast", "--root", str(fake_root), "--no-verify", "--max-steps", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def real_root() -> Path:
     """The real MNIST from $LENET_DATA. Skips without it, unless LENET_REQUIRE_DATA=1 (as in CI): then fails."""
     root = os.environ.get("LENET_DATA")

@@ -73,14 +73,6 @@ def test_torchscript_matches_torch(name, tmp_path):
         np.testing.assert_allclose(torch_outputs(loaded, x), torch_outputs(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def run_dir(fake_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export-run")
-    args = ["train", "--recipe", "fast", "--root", str(fake_root), "--no-verify", "--max-steps", "2"]
-    assert main([*args, "--out", str(out)]) == 0
-    return out
-
-
 def test_export_command(run_dir, tmp_path, capsys):
     model, cfg, _ = load_run(run_dir)
     path = tmp_path / "fast.onnx"

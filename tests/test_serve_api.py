@@ -21,14 +21,6 @@ from lenet.serve.app import MAX_BODY_BYTES, MAX_UPLOAD_PIXELS, STATIC  # noqa: E
 
 
 @pytest.fixture(scope="module")
-def run_dir(fake_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve-run")
-    args = ["train", "--recipe", "fast", "--root", str(fake_root), "--no-verify", "--max-steps", "2"]
-    assert main([*args, "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def predictor(run_dir):
     return Predictor.from_run(run_dir)
 

@@ -347,6 +347,19 @@ class Kernels:
                                _ptr(s1), _ptr(p1), _ptr(s2), f.data_ptr(), self.workspace(threads).data_ptr(),
                                _ptr(dsum))  # fmt: skip
 
+    def backward(self, prm: Params, x, stats, gf, grads, train: bool) -> None:
+        """lenet_backward from the kept activations and the features' gradient gf into grads (train: through
+        batch norm's batch statistics in stats)."""
+        batch, threads = x.shape[0], torch.get_num_threads()
+        s1, p1, s2 = self.activations(batch)
+        chunks = self.buffer("chunks", self.lib.lenet_chunk_floats(batch))
+        dsum = self.buffer("dsum", self.lib.lenet_chunk_doubles(batch), torch.float64) if train else None
+        gy1, gy2 = (self.buffer("gy1", batch * self.s1), self.buffer("gy2", batch * self.s2)) if train else (None, None)
+        self.lib.lenet_backward(batch, threads, ctypes.byref(prm), _ptr(stats), x.data_ptr(), s1.data_ptr(),
+                                p1.data_ptr(), s2.data_ptr(), gf.data_ptr(), _ptr(gy1), _ptr(gy2),
+                                grads.data_ptr(), chunks.data_ptr(), _ptr(dsum),
+                                self.workspace(threads).data_ptr())  # fmt: skip
+
 
 _failures: dict[FrontEnd, str] = {}
 
@@ -416,7 +429,7 @@ class _FrontEndFunction(torch.autograd.Function):
     def backward(ctx, gf):
         k: Kernels = ctx.kernels
         x, w1, b1, w2, b2, g1, be1, g2, be2, stats = ctx.saved_tensors
-        batch, threads = x.shape[0], torch.get_num_threads()
+        batch = x.shape[0]
         gf = gf.contiguous()
         bn = k.front.batch_norm
         grads = x.new_empty(k.grad_floats)
@@ -429,14 +442,7 @@ class _FrontEndFunction(torch.autograd.Function):
                 scratch = k.buffer("stats", stats.numel()) if ctx.train else None
                 k.forward(refill, x, ctx.train, True, scratch, f)
                 ctx.generation = k.generation
-            s1, p1, s2 = k.activations(batch)
-            chunks = k.buffer("chunks", k.lib.lenet_chunk_floats(batch))
-            dsum = k.buffer("dsum", k.lib.lenet_chunk_doubles(batch), torch.float64) if bn else None
-            gy1, gy2 = (k.buffer("gy1", batch * k.s1), k.buffer("gy2", batch * k.s2)) if bn else (None, None)
-            k.lib.lenet_backward(batch, threads, ctypes.byref(prm), _ptr(stats), x.data_ptr(), s1.data_ptr(),
-                                 p1.data_ptr(), s2.data_ptr(), gf.data_ptr(), _ptr(gy1), _ptr(gy2),
-                                 grads.data_ptr(), chunks.data_ptr(), _ptr(dsum),
-                                 k.workspace(threads).data_ptr())  # fmt: skip
+            k.backward(prm, x, stats, gf, grads, bn)
         sizes = [math.prod(shape) for shape in k.grad_shapes]
         parts = [g.view(shape) for g, shape in zip(grads.split(sizes), k.grad_shapes, strict=True)]
         parts += [None] * (8 - len(parts))
@@ -590,14 +596,7 @@ def training_step(model: nn.Module, label_smoothing: float = 0.0) -> Callable | 
                                             ws.data_ptr())  # fmt: skip
             if status != 0:
                 raise IndexError(f"a target is out of bounds: labels must be in [0, {fc3.out_features})")
-            s1, p1, s2 = k.activations(batch)
-            chunks = k.buffer("chunks", k.lib.lenet_chunk_floats(batch))
-            dsum = k.buffer("dsum", k.lib.lenet_chunk_doubles(batch), torch.float64) if train else None
-            gy1, gy2 = (k.buffer("gy1", batch * k.s1), k.buffer("gy2", batch * k.s2)) if train else (None, None)
-            k.lib.lenet_backward(batch, threads, ctypes.byref(prm), _ptr(stats), x.data_ptr(), s1.data_ptr(),
-                                 p1.data_ptr(), s2.data_ptr(), gf.data_ptr(), _ptr(gy1), _ptr(gy2),
-                                 grads.data_ptr(), chunks.data_ptr(), _ptr(dsum),
-                                 k.workspace(threads).data_ptr())  # fmt: skip
+            k.backward(prm, x, stats, gf, grads, train)
         bind()
         return out[0], out[1].long()
 
