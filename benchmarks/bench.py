@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lenet.predict import Predictor
+from lenet.recipes import resolve
 
 from lenet import fastpath
 from lenet.bench import format_report, machine, side_by_side
 from lenet.data import Split, load_dataset
 from lenet.models import count_parameters, create_model, init_weights
-from lenet.predict import Predictor
-from lenet.recipes import resolve
 from lenet.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"

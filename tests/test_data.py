@@ -196,12 +196,11 @@ def test_batches_cover_each_example_once_per_epoch(fake_root, drop_last):
     assert torch.equal(first, again) and not torch.equal(first, torch.arange(600))
 
 
-def test_d2l_style_helper(fake_root, monkeypatch):
-    monkeypatch.setattr(lenet.data, "load_raw", lambda *a, **k: load_raw(*a[:3], verify=False))
-    train_iter, test_iter = lenet.load_data_fashion_mnist(batch_size=256, root=fake_root)
+def test_d2l_style_helper(fake_root):
+    train_iter, test_iter = lenet.load_data_fashion_mnist(batch_size=256, root=fake_root, verify=False)
     assert len(train_iter) == 3 and len(test_iter) == 1
     X, y = next(iter(train_iter))
     assert X.shape == (256, 1, 28, 28) and X.dtype == torch.float32 and 0 <= X.min() and X.max() <= 1
     assert y.dtype == torch.int64
-    ((X32, _),) = list(lenet.load_data_fashion_mnist(batch_size=200, resize=32, root=fake_root)[1])
+    ((X32, _),) = list(lenet.load_data_fashion_mnist(batch_size=200, resize=32, root=fake_root, verify=False)[1])
     assert X32.shape == (200, 1, 32, 32)

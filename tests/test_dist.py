@@ -13,11 +13,11 @@ import torch
 import torch.distributed as tdist
 from safetensors.torch import load_file
 
-from lenet import dist
-from lenet.checkpoint import CHECKPOINT, METRICS, WEIGHTS, load_checkpoint, load_run
 from lenet.cli import _without_option, main
-from lenet.recipes import resolve
-from lenet.train import build_model, fit, load_data
+from lenet.config import resolve
+from lenet.train import dist
+from lenet.train.checkpoint import CHECKPOINT, METRICS, WEIGHTS, load_checkpoint, load_run
+from lenet.train.loop import build_model, fit, load_data
 
 # The community LeNet (no batch norm, so a slice of a batch computes what the whole does) with an odd batch:
 # 600 examples = 13 x 45 + 15, and 45 and 15 split unevenly over two ranks.

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from lenet.checkpoint import load_run
 from lenet.cli import main
 from lenet.errors import LenetError
-from lenet.export import export_onnx, export_torchscript
+from lenet.infer.export import export_onnx, export_torchscript
 from lenet.models import create_model, list_models, model_spec
+from lenet.train.checkpoint import load_run
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

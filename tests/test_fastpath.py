@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from lenet import fastpath
+from lenet import fast as fastpath
+from lenet.config import resolve
 from lenet.models import ClippedLog, create_model, init_weights
-from lenet.recipes import resolve
-from lenet.train import make_optimizer, make_step
+from lenet.train.loop import make_optimizer, make_step
 
 # (model, keyword arguments): every activation, both poolings, padded and unpadded, 3x3 and 5x5, 28 and 32
 FAMILY = [
@@ -184,7 +184,7 @@ def test_a_missing_compiler_is_reported_not_raised(monkeypatch, tmp_path):
 
 def test_evaluate_gives_the_eager_numbers():
     from lenet.data import Split
-    from lenet.train import evaluate
+    from lenet.train.loop import evaluate
 
     model = build("lenet5-modern", {})
     x, y = batch(model, n=300, seed=7)

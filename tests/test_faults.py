@@ -27,11 +27,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lenet import data
-from lenet.checkpoint import CHECKPOINT, CONFIG, WEIGHTS
 from lenet.cli import main
 from lenet.data import DataFile, read_idx
 from lenet.errors import LenetError
 from lenet.models import create_model
+from lenet.train.checkpoint import CHECKPOINT, CONFIG, WEIGHTS
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TINY = ["--dataset", "mnist", "--recipe", "community", "--batch-size", "100"]

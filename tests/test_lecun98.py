@@ -10,13 +10,13 @@ from torch import nn
 
 from lenet import count_parameters, create_model
 from lenet.cli import main
-from lenet.data import Split, distort
+from lenet.config import resolve
+from lenet.data import Split
 from lenet.errors import LenetError
-from lenet.models import C3_TABLE, EuclideanRBF, LeNet, Squash
-from lenet.recipes import resolve
-from lenet.sdlm import SDLM, gauss_newton_diagonal
-from lenet.summary import summarize
-from lenet.train import MAP_J, build_model, fit, load_data, make_optimizer, per_sample_loss
+from lenet.infer.inspect import summarize
+from lenet.models import LeNet
+from lenet.models.lenet1998 import C3_TABLE, MAP_J, SDLM, EuclideanRBF, Squash, distort, gauss_newton_diagonal
+from lenet.train.loop import build_model, fit, load_data, make_optimizer, per_sample_loss
 
 
 def test_layers_and_their_parameters_as_the_paper_counts_them():

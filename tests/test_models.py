@@ -9,8 +9,8 @@ from torch import nn
 from lenet import count_parameters, create_model, list_models
 from lenet.cli import main
 from lenet.errors import LenetError
+from lenet.infer.inspect import summarize
 from lenet.models import ClippedLog, init_weights, model_spec
-from lenet.summary import summarize
 
 SEED_MODELS = ["lenet5-d2l", "lenet5-mxnet", "lenet5-keras", "lenet5-tutorial", "lenet-community", "cnn-tf1",
                "lenet5-modern"]  # fmt: skip

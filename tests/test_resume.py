@@ -21,9 +21,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lenet.checkpoint import CHECKPOINT, CONFIG, METRICS, WEIGHTS, load_checkpoint
 from lenet.cli import main
 from lenet.errors import LenetError
+from lenet.train.checkpoint import CHECKPOINT, CONFIG, METRICS, WEIGHTS, load_checkpoint
 
 # lenet5-modern with Nesterov momentum and a one-cycle schedule: the optimiser's buffers and the schedule's
 # position must come back. 600 examples / 50 = 12 steps an epoch.

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from lenet.cli import main  # noqa: E402
 from lenet.data import load_raw  # noqa: E402
-from lenet.predict import Predictor  # noqa: E402
+from lenet.infer.predict import Predictor  # noqa: E402
 from lenet.serve import create_app  # noqa: E402
 from lenet.serve.app import MAX_BODY_BYTES, MAX_UPLOAD_PIXELS, STATIC  # noqa: E402
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 import lenet
 from lenet.cli import main
-from lenet.recipes import RECIPES, resolve
-from lenet.train import lr_at
+from lenet.config import RECIPES, resolve
+from lenet.train.loop import lr_at
 
 RUN_FILES = {"config.json", "metrics.csv", "curves.png", "model.safetensors", "checkpoint.pt", "summary.json"}
 

@@ -136,13 +136,13 @@ def run_summary(cfg, history, test_examples: int) -> dict:
 
 
 def cmd_train(args) -> int:
-    from . import dist
-    from .checkpoint import CONFIG, SUMMARY, RunDir, load_resume, restore
+    from .config import resolve
     from .models import count_parameters
-    from .plots import plot_curves
-    from .recipes import resolve
-    from .report import Reporter
-    from .train import TrainState, build_model, evaluate, fit, load_data, make_optimizer, select_device
+    from .train import dist
+    from .train.checkpoint import CONFIG, SUMMARY, RunDir, load_resume, restore
+    from .train.loop import TrainState, build_model, evaluate, fit, load_data, make_optimizer, select_device
+    from .train.plots import plot_curves
+    from .train.report import Reporter
 
     if args.nproc > 1 and not dist.launched():
         return dist.launch(args.nproc, _without_option(args.argv, "--nproc"))
@@ -256,9 +256,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import numpy as np
 
-    from .checkpoint import load_run
-    from .plots import plot_confusion, plot_gallery
-    from .train import evaluate, load_data, predict_split, select_device
+    from .train.checkpoint import load_run
+    from .train.loop import evaluate, load_data, predict_split, select_device
+    from .train.plots import plot_confusion, plot_gallery
 
     device = select_device(args.device)
     model, cfg, _ = load_run(args.run, device)
@@ -309,7 +309,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import Predictor
+    from .infer.predict import Predictor
 
     predictor = Predictor.from_run(args.run, "cpu")
     status = 0
@@ -347,7 +347,7 @@ def cmd_serve(args) -> int:
     import torch
 
     from .data import load_raw
-    from .predict import Predictor
+    from .infer.predict import Predictor
 
     # One image at a time through a LeNet is far too small to split across threads: on a busy machine the
     # threads' hand-offs cost ~100x the arithmetic. Concurrent requests are the parallelism.
@@ -368,7 +368,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_run
+    from .infer.export import export_run
 
     path, difference = export_run(args.run, args.format, args.output)
     if difference > 1e-3:
@@ -406,8 +406,8 @@ def _display_width(text: str) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from .infer.inspect import format_summary, summarize
     from .models import create_model
-    from .summary import format_summary, summarize
 
     summary = summarize(create_model(args.name), args.input_size, name=args.name)
     print(json.dumps(summary.to_dict()) if args.json else format_summary(summary))
@@ -415,7 +415,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from .recipes import RECIPES, resolve
+    from .config import RECIPES, resolve
 
     rows = [{"name": r.name, "seed": r.seed, "description": r.description, "seed_result": r.seed_result,
              "config": resolve(r.name).to_dict()} for r in RECIPES.values()]  # fmt: skip
@@ -486,8 +486,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import OPTIMIZERS, RECIPES, SCHEDULES
     from .data import DATASETS, SCALINGS
-    from .recipes import OPTIMIZERS, RECIPES, SCHEDULES
 
     fmt = HelpFormatter
     parser = Parser(prog="lenet", description="LeNet-family CNNs on MNIST-style data.", formatter_class=fmt)

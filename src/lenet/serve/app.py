@@ -29,9 +29,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..errors import LenetError
+from ..infer.predict import Predictor
+from ..infer.preprocess import ImageTooLarge
 from ..models import count_parameters
-from ..predict import Predictor
-from ..preprocess import ImageTooLarge
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a phone photo of a digit fits; anything bigger is refused unread

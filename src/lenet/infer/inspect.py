@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import LenetError
-from .models import count_parameters, leaf_modules
+from ..errors import LenetError
+from ..models import count_parameters, leaf_modules
 
 
 @dataclass

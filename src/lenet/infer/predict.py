@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_run
-from .data import get_dataset_info, to_input
-from .models import leaf_modules
+from ..config import Config, input_size
+from ..data import get_dataset_info, to_input
+from ..models import leaf_modules
+from ..train.checkpoint import load_run
 from .preprocess import MAX_IMAGE_PIXELS, preprocess
-from .recipes import Config
-from .train import input_size
 
 
 @dataclass

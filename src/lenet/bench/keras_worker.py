@@ -1,6 +1,6 @@
 """The Keras contestant of `lenet bench`, run as a script in its own process (it imports nothing from lenet).
 
-Usage: python bench_keras.py TRAIN.npz THREADS BATCH. Prints one JSON line of versions once ready; then, for
+Usage: python keras_worker.py TRAIN.npz THREADS BATCH. Prints one JSON line of versions once ready; then, for
 every line N read from stdin, trains N batches with Keras `fit` and prints {"samples_per_s": ...}.
 The net, loss and optimiser are seed 002's: a sigmoid LeNet with max pooling on raw 0-255 pixels, sigmoid
 outputs, sparse categorical cross-entropy, SGD with learning rate 0.9.

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_run, write_bytes_atomic
-from .data import get_dataset_info
-from .errors import LenetError
-from .recipes import Config
-from .train import input_size
+from ..config import Config, input_size
+from ..data import get_dataset_info
+from ..errors import LenetError
+from ..train.checkpoint import load_run, write_bytes_atomic
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
 METADATA_KEY = "lenet"

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fastpath
-from .data import Dataset, Split, distort, load_dataset
+from .. import fast as fastpath
+from ..config import Config, input_size, resolve, validate
+from ..data import Dataset, Split, load_dataset
+from ..errors import LenetError
+from ..models import create_model, init_weights
+from ..models.lenet1998 import SDLM, distort, map_loss
 from .dist import all_reduce, any_rank, unwrap, wrap
-from .errors import LenetError
-from .models import create_model, init_weights, model_spec
-from .recipes import Config, resolve, validate
-from .sdlm import SDLM
 
 # ----------------------------------------------------------------------------------------------------------
 # Set-up: device, data, model, optimiser, schedule, loss
@@ -40,10 +40,6 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise LenetError("device 'mps' requested but MPS is not available here; use --device cpu")
     return torch.device(name)
-
-
-def input_size(cfg: Config) -> int:
-    return cfg.input_size or model_spec(cfg.model).input_size
 
 
 def load_data(cfg: Config, root=None, device: torch.device | str = "cpu", verify: bool = True) -> Dataset:
@@ -98,17 +94,10 @@ def lr_at(cfg: Config, step: int, total_steps: int, epoch: int) -> float:
     return cfg.lr * max(0.0, (1.0 - t) / (1.0 - cfg.warmup))
 
 
-MAP_J = 0.1  # the MAP loss's j: its 'rubbish class' penalty; the paper only says a positive constant
-
-
 def per_sample_loss(cfg: Config, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The loss of each sample in the batch, (B,)."""
     if cfg.loss == "map":
-        # LeCun 1998's eq. 9 with logits = -y (the RBF distances): y_correct + log(e^-j + sum_i e^-y_i). It is
-        # the cross-entropy over the classes plus one extra class of constant penalty j, which caps how hard
-        # the loss pushes up distances that are already much larger than j.
-        rubbish = logits.new_full((len(logits), 1), -MAP_J)
-        return F.cross_entropy(torch.cat([logits, rubbish], 1), y, reduction="none")
+        return map_loss(logits, y)
     return F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
 
 
@@ -188,7 +177,7 @@ def make_step(
     """One optimiser step on a batch: step(x, y, denominator) -> (summed per-sample loss, number correct).
 
     Both results stay on the device (detached), so the caller can accumulate them without a host sync.
-    With `fast`, a LeNet on the CPU goes through lenet.fastpath (the same math up to float rounding): the
+    With `fast`, a LeNet on the CPU goes through lenet.fast (the same math up to float rounding): the
     whole step's gradients in compiled code when its classifier is the classic three Linear layers, else its
     convolutions only. Other models, optimisers and losses, and data-parallel runs take the plain eager step.
     """

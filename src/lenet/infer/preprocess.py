@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import LenetError
+from ..errors import LenetError
 
 # Far above any drawing or photo of a digit, far below a decompression bomb: checked before decoding.
 MAX_IMAGE_PIXELS = 40_000_000

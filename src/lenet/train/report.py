@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from .recipes import Config
+from ..config import Config
 
 
 class Reporter:

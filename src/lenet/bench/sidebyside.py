@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fastpath
-from .data import Dataset, Split, get_dataset_info, load_raw, to_input
-from .errors import LenetError
-from .models import create_model, init_weights
-from .recipes import resolve
-from .train import fit
+from .. import fast
+from ..config import resolve
+from ..data import Dataset, Split, get_dataset_info, load_raw, to_input
+from ..errors import LenetError
+from ..models import create_model, init_weights
+from ..train.loop import fit
 
-KERAS_WORKER = Path(__file__).with_name("bench_keras.py")
+KERAS_WORKER = Path(__file__).with_name("keras_worker.py")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -252,9 +252,9 @@ def side_by_side(
         "d2l_loop": d2l_loop(unit),
     }
     notes = []
-    front = fastpath.match(create_model("lenet5-d2l")).front
-    if fastpath.kernels(front) is None:
-        notes.append(f"lenet ran without its fast path: {fastpath.unavailable(front)}")
+    front = fast.match(create_model("lenet5-d2l")).front
+    if fast.kernels(front) is None:
+        notes.append(f"lenet ran without its fast path: {fast.unavailable(front)}")
     worker = None
     python = keras_python(keras) if with_keras else None
     if python:

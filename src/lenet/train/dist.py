@@ -16,7 +16,7 @@ import torch.distributed as tdist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import LenetError
+from ..errors import LenetError
 
 
 @dataclass(frozen=True)

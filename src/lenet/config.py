@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .data import DATASETS, SCALINGS
 from .errors import LenetError
-from .models import INITS, list_models
+from .models import INITS, list_models, model_spec
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "sdlm")
 SCHEDULES = ("constant", "onecycle", "cosine", "piecewise")
@@ -149,6 +149,11 @@ RECIPES: dict[str, Recipe] = {
         ),
     ]
 }  # fmt: skip
+
+
+def input_size(cfg: Config) -> int:
+    """The side of the square input the run's network reads: the config's, else the model's own."""
+    return cfg.input_size or model_spec(cfg.model).input_size
 
 
 def get_recipe(name: str) -> Recipe:

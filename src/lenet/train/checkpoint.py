@@ -27,10 +27,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from ..config import Config, validate
+from ..errors import LenetError
 from .dist import unwrap
-from .errors import LenetError
-from .recipes import Config, validate
-from .train import History, TrainState, build_model
+from .loop import History, TrainState, build_model
 
 CONFIG, METRICS, WEIGHTS, CHECKPOINT, SUMMARY = (
     "config.json", "metrics.csv", "model.safetensors", "checkpoint.pt", "summary.json",

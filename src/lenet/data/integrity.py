@@ -1,0 +1,136 @@
+"""Is a file on disk the official data? Checksums of the archive or of its payload, and the verified loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LenetError
+from .catalogue import DataFile, DatasetInfo, get_dataset_info, resolve_root
+from .idx import GZIP_MAGIC, check_size, parse_header, read_idx_bytes
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a file on disk is, once verified: its parsed array and how its checksum matched."""
+
+    path: Path
+    array: np.ndarray
+    status: str  # "archive" (official .gz bytes), "payload" (official data, re-compressed), "mismatch", "unknown"
+
+
+def payload_bytes(blob: bytes, path: Path) -> bytes:
+    """The IDX payload of a file's bytes, gunzipped if need be, but never further than its header claims.
+
+    A few kB of gzip can inflate to gigabytes; one byte past the claimed size is enough to tell it lies.
+    """
+    if blob[:2] != GZIP_MAGIC:
+        return blob
+    inflate = zlib.decompressobj(wbits=31)  # 31: one gzip member
+    try:
+        head = inflate.decompress(blob, 16)
+        header_len, dims = parse_header(head, path)
+        limit = header_len + check_size(dims, path) + 1
+        payload = head + inflate.decompress(inflate.unconsumed_tail, max(limit - len(head), 1))  # 0: no limit
+    except zlib.error as e:
+        raise LenetError(f"{path}: corrupt gzip data ({e})") from None
+    if len(payload) < limit and not inflate.eof:
+        raise LenetError(f"{path}: corrupt gzip data (the stream is cut short)")
+    return payload
+
+
+def checksum_status(blob: bytes, payload: bytes, spec: DataFile) -> str:
+    """'archive' or 'payload' when the bytes are the official data, 'mismatch' when not, 'unknown' if unpublished."""
+    if spec.archive_md5 and hashlib.md5(blob).hexdigest() == spec.archive_md5:
+        return "archive"
+    if spec.payload_md5 and hashlib.md5(payload).hexdigest() == spec.payload_md5:
+        return "payload"
+    return "mismatch" if spec.archive_md5 or spec.payload_md5 else "unknown"
+
+
+def locate(info: DatasetInfo, spec: DataFile, root: Path) -> Path | None:
+    """The file for `spec` under <root>/<dataset>/: the official .gz name, else its un-gzipped twin."""
+    folder = root / info.name
+    for candidate in (folder / spec.name, folder / spec.name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_file(path: Path, spec: DataFile) -> Checked:
+    """Read, checksum and parse one file in a single pass over its bytes."""
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise LenetError(f"{path}: cannot read ({e.strerror})") from None
+    payload = payload_bytes(blob, path)
+    status = checksum_status(blob, payload, spec)
+    return Checked(path, read_idx_bytes(payload, path), status)
+
+
+def _missing(info: DatasetInfo, spec: DataFile, root: Path) -> LenetError:
+    return LenetError(
+        f"{info.name}: {spec.name} not found in {root / info.name}; run: lenet data download {info.name} --root {root}"
+    )
+
+
+def load_raw(
+    name: str, split: str, root: str | os.PathLike | None = None, verify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split as (uint8 images (N, H, W), int64 labels (N,)), verified against the official checksums.
+
+    With verify=False a file whose checksum does not match is still used, after a one-line warning.
+    """
+    info, root = get_dataset_info(name), resolve_root(root)
+    arrays = []
+    for spec in info.split_files(split):
+        path = locate(info, spec, root)
+        if path is None:
+            raise _missing(info, spec, root)
+        checked = check_file(path, spec)
+        if checked.status == "mismatch":
+            if verify:
+                raise LenetError(
+                    f"{path}: checksum does not match the official {info.name} {spec.name}; "
+                    "re-download it, or pass --no-verify to use it anyway"
+                )
+            print(f"warning: {path} is not the official {info.name} file (checksum mismatch)", file=sys.stderr)
+        arrays.append(checked.array)
+    images, labels = arrays
+    if images.ndim != 3 or labels.ndim != 1:
+        raise LenetError(f"{info.name} {split}: expected 3-d images and 1-d labels, got {images.shape}, {labels.shape}")
+    if len(images) != len(labels):
+        raise LenetError(f"{info.name} {split}: {len(images):,} images but {len(labels):,} labels")
+    if labels.size and labels.max() >= len(info.classes):
+        raise LenetError(f"{info.name} {split}: label {labels.max()} out of range for {len(info.classes)} classes")
+    return images, labels.astype(np.int64)
+
+
+def verify(name: str, root: str | os.PathLike | None = None) -> dict:
+    """A report on a dataset on disk: per file its path, shape and checksum status; per split counts and balance."""
+    info, root = get_dataset_info(name), resolve_root(root)
+    files, splits = [], {}
+    for split in ("train", "test"):
+        arrays = []
+        for spec in info.split_files(split):
+            path = locate(info, spec, root)
+            if path is None:
+                raise _missing(info, spec, root)
+            checked = check_file(path, spec)
+            files.append({"file": str(path), "shape": list(checked.array.shape), "checksum": checked.status})
+            arrays.append(checked.array)
+        images, labels = arrays
+        splits[split] = {
+            "images": len(images),
+            "labels": len(labels),
+            "image_shape": list(images.shape[1:]),
+            "class_counts": np.bincount(labels, minlength=len(info.classes)).tolist(),
+        }
+    official = all(f["checksum"] in ("archive", "payload") for f in files)
+    return {"dataset": name, "root": str(root), "files": files, "splits": splits, "official": official}

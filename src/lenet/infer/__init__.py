@@ -1,0 +1,1 @@
+"""Using a trained model: preprocessing user images, prediction, export, and a layer-by-layer inspection."""

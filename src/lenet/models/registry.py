@@ -1,0 +1,67 @@
+"""The registry of named models (timm's pattern): every variant a short named builder, `create_model(name)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import LenetError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[..., nn.Module]
+    seed: str  # which seed notebook it comes from
+    input_size: int
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, seed: str, input_size: int, description: str):
+    """Decorator: add a model builder to the registry under `name`."""
+
+    def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = ModelSpec(name, build, seed, input_size, description)
+        return build
+
+    return add
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, in registration order."""
+    return list(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`, or an error listing the known names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise LenetError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name; keyword arguments go to its builder."""
+    spec = model_spec(name)
+    try:
+        model = spec.build(**kwargs)
+    except TypeError as e:
+        raise LenetError(f"model {name!r}: {e}") from None
+    model.input_size = spec.input_size
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def leaf_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every module without children, in order: the layers a summary or a demo shows."""
+    for name, module in model.named_modules():
+        if name and next(module.children(), None) is None:
+            yield name, module
