@@ -30,9 +30,11 @@ the training step).
 
 from .build import cache_dir
 from .kernels import Kernels, kernels, unavailable
-from .match import FrontEnd, Match, match
+from .match import FrontEnd, Match, analyse, match
+from .plan import Plan, plan
 from .step import forward_fn, training_step
 
 __all__ = [
-    "FrontEnd", "Kernels", "Match", "cache_dir", "forward_fn", "kernels", "match", "training_step", "unavailable",
+    "FrontEnd", "Kernels", "Match", "Plan", "analyse", "cache_dir", "forward_fn", "kernels", "match", "plan",
+    "training_step", "unavailable",
 ]  # fmt: skip

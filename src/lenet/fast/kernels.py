@@ -41,6 +41,7 @@ class Kernels:
         self.vector_floats = lib.lenet_vector_floats()  # 16 with AVX-512, 8 with AVX2
         if not self.vector_floats:
             raise OSError("neither AVX-512 nor AVX2 with FMA here (CPU or compiler): kernels not built for it")
+        self.isa = {16: "AVX-512", 8: "AVX2", 4: "NEON"}.get(self.vector_floats, f"{self.vector_floats} floats")
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.lenet_forward.argtypes = [i, i, ctypes.POINTER(Params), i] + [p] * 8
         lib.lenet_forward.restype = None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import math
-import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .kernels import ClassifierParams, Kernels, Params, kernels, ptr
-from .match import Match, match
+from .kernels import ClassifierParams, Kernels, Params, ptr
+from .match import Match
+from .plan import WHOLE_STEP, engine, usable
 
 
 def _params(found: Match, momentum: float = 0.0) -> tuple[Params, list[torch.Tensor | None]]:
@@ -83,16 +83,11 @@ def forward_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | Non
     The function itself falls back to `model(x)` for inputs it cannot take (CUDA, float64, wrong shape, an
     input that needs its gradient, batch norm in eval mode with gradients wanted).
     """
-    found = match(model)
-    if found is None or sys.byteorder != "little":
+    got = usable(model)
+    if isinstance(got, str):
         return None
-    weight = found.conv1.weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        return None
-    k = kernels(found.front)
-    if k is None:
-        return None
-    conv1, conv2, norms, tail = found.conv1, found.conv2, found.norms, list(model)[found.tail :]
+    found, k = got
+    conv1, conv2, norms, tail = found.conv1, found.conv2, found.norms, found.tail
     size = found.front.size
     bn_params = (norms[0].weight, norms[0].bias, norms[1].weight, norms[1].bias) if norms else (None,) * 4
 
@@ -125,14 +120,10 @@ def training_step(model: nn.Module, label_smoothing: float = 0.0) -> Callable | 
     untouched, for a batch it cannot take. Batch norm layers move their running statistics as in a PyTorch
     training forward.
     """
-    found = match(model)
-    if found is None or found.linears is None or sys.byteorder != "little":
+    got = usable(model)
+    if isinstance(got, str) or engine(*got)[0] != WHOLE_STEP:
         return None
-    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
-        return None
-    k = kernels(found.front)
-    if k is None or (found.front.classifier[4] and not k.fused):  # only lenet_step takes Keras' head
-        return None
+    found, k = got
     fc1, fc2, fc3 = found.linears
     norms, size, features = found.norms, found.front.size, k.features
     # where each parameter's gradient lands in the flat buffer: the front end's, then the classifier's
