@@ -1,6 +1,7 @@
 """The model zoo against the seed notebooks' own printouts, and what every registered model must do."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -144,3 +145,88 @@ def test_models_and_inspect_commands(capsys):
 
     assert main(["inspect", "lenet5-d2l", "--input-size", "32", "--json"]) == 2  # 32x32 does not fit fc1
     assert "error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The chapter's exercises as model options (d2l 6.6: max pooling, ReLU, kernel sizes, channels, layers)
+
+CLASSIC = ["lenet5-d2l", "lenet5-mxnet", "lenet5-keras", "lenet5-tutorial", "lenet-community", "lenet5-modern"]
+
+
+@pytest.mark.parametrize(
+    "options,changed",
+    [
+        ({"activation": "relu", "pooling": "max"}, {"act1": nn.ReLU, "pool1": nn.MaxPool2d, "act3": nn.ReLU}),
+        ({"activation": "tanh"}, {"act2": nn.Tanh, "act4": nn.Tanh}),
+        ({"kernel_size": 3}, {"conv1": (3, 1), "conv2": (3, 0)}),  # conv1 stays padded to keep 28x28
+        ({"kernel_size": [7, 3]}, {"conv1": (7, 3), "conv2": (3, 0)}),
+        ({"channels": [16, 32]}, {"conv2": 32, "fc1": ("in", 32 * 5 * 5)}),
+        ({"conv_layers": 3}, {"conv3": 32, "fc1": ("in", 32 * 2 * 2)}),  # a third stage: 'same' padding, 5x5 -> 2x2
+        ({"conv_layers": 1}, {"fc1": ("in", 6 * 14 * 14)}),
+        ({"hidden": [256]}, {"fc1": ("out", 256), "fc2": ("out", 10)}),
+        ({"fc_layers": 4}, {"fc3": ("out", 64), "fc4": ("out", 10)}),
+        ({"fc_layers": 1}, {"fc1": ("out", 10)}),
+    ],
+)
+def test_d2l_exercises_as_options(options, changed):
+    net = create_model("lenet5-d2l", **options)
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    layers = dict(net.named_children())
+    for name, want in changed.items():
+        layer = layers[name]
+        if isinstance(want, type):
+            assert type(layer) is want, name
+        elif isinstance(layer, nn.Conv2d) and isinstance(want, tuple):
+            assert (layer.kernel_size[0], layer.padding[0]) == want, name
+        elif isinstance(layer, nn.Conv2d):
+            assert layer.out_channels == want, name
+        else:
+            side, n = want
+            assert (layer.in_features if side == "in" else layer.out_features) == n, name
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_every_classic_lenet_takes_the_options(name):
+    size = model_spec(name).input_size
+    net = create_model(name, activation="relu", pooling="avg", kernel_size=3, channels=[8, 12], fc_layers=2)
+    assert net(torch.rand(2, 1, size, size)).shape == (2, 10)
+    assert isinstance(net.act1, nn.ReLU) and isinstance(net.pool2, nn.AvgPool2d) and net.conv2.out_channels == 12
+
+
+def test_defaults_are_the_seeds_nets_and_options_show_in_the_shapes():
+    """No option: the seed's net (parameter counts as the seeds print them); options move the counts."""
+    assert [count_parameters(create_model(n)) for n in CLASSIC] == [61_706, 44_426, 44_426, 61_706, 61_610, 61_728]
+    assert count_parameters(create_model("lenet5-d2l", kernel_size=3)) == 81_194
+    assert create_model("lenet-community", conv_layers=3).conv3.kernel_size == (5, 5)  # its (3, 5) stretched
+    assert create_model("lenet5-modern", batch_norm=False).conv1.bias is not None
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"activation": "swish"}, "activation 'swish' is not one of sigmoid, relu, tanh, leaky_relu, elu, gelu"),
+        ({"pooling": "min"}, "pooling 'min' is not one of avg, max"),
+        ({"kernel_size": 0}, "kernel_size takes a whole number from 1 to 28, not 0"),
+        ({"kernel_size": [5]}, "kernel_size lists 1 values for 2 layers"),
+        ({"kernel_size": "5x5"}, "kernel_size takes a whole number or a list of them, not '5x5'"),
+        ({"channels": [6, 16, 32], "conv_layers": 2}, "channels lists 3 values for 2 layers"),
+        ({"conv_layers": 5}, "conv_layers takes a whole number from 1 to 4, not 5"),
+        ({"conv_layers": 3, "kernel_size": 9}, "conv3 (9x9) leaves 1x1 maps of a 28x28 input, too small to pool"),
+        ({"hidden": [0]}, "hidden takes a whole number from 1 to 65536, not 0"),
+        ({"fc_layers": True}, "fc_layers takes a whole number from 1 to 4, not True"),
+        ({"batch_norm": True}, "model 'lenet5-mxnet' has no option 'batch_norm'; its options: activation, pooling"),
+        ({"dropout": 0.5}, "has no option 'dropout'; its options: activation, pooling, kernel_size, channels"),
+    ],
+)
+def test_bad_options_are_one_line_errors_naming_the_option(options, message):
+    with pytest.raises(LenetError, match=re.escape(message)):
+        create_model("lenet5-mxnet", **options)
+
+
+def test_fast_path_takes_the_main_exercises():
+    """Max pooling, ReLU, other kernel sizes and channel counts stay on the compiled path (two conv stages)."""
+    from lenet.fast import match
+
+    for options in ({"activation": "relu", "pooling": "max"}, {"kernel_size": 3}, {"channels": [16, 32]}):
+        found = match(create_model("lenet5-d2l", **options))
+        assert found is not None and found.linears is not None, options
