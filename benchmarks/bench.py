@@ -8,7 +8,7 @@ Three parts, each skippable:
              (lenet.bench.side_by_side, the same code as `lenet bench`)
   accuracy   time to accuracy: `lenet train --recipe fast --target-acc 0.99` per seed, wall seconds from
              process start to exit (imports, data loading and evaluation included)
-  inference  batch inference images/s on the test set (lenet.train.evaluate, and the fast path's forward),
+  inference  batch inference images/s on the test set (lenet.train.loop.evaluate, and the fast path's forward),
              and one image's latency through `lenet predict`'s preprocessing, in process and as a command
 Benchmarks are not tests: nothing here asserts a time.
 """
@@ -38,7 +38,7 @@ from lenet import fastpath
 from lenet.bench import format_report, machine, side_by_side
 from lenet.data import Split, load_dataset
 from lenet.models import count_parameters, create_model, init_weights
-from lenet.train import evaluate
+from lenet.train.loop import evaluate
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -112,7 +112,7 @@ def images_per_second(fn, images: torch.Tensor, rounds: int) -> float:
 
 
 def batch_inference(root: str, rounds: int, batch: int = 2000) -> dict:
-    """Images/s over the whole test set: lenet.train.evaluate (the fast path on a CPU) and the same model's
+    """Images/s over the whole test set: lenet.train.loop.evaluate (the fast path on a CPU) and the same model's
     plain PyTorch forward (`model(x)` under inference_mode, batches of `batch`), interleaved."""
     out = {}
     for recipe in ("fast", "d2l"):
@@ -232,7 +232,7 @@ def markdown(result: dict) -> str:
     if i:
         for model, v in i["batch"].items():
             lines.append(
-                f"| batch inference, {model}, 10,000 test images (images/s, `lenet.train.evaluate`) | "
+                f"| batch inference, {model}, 10,000 test images (images/s, `lenet.train.loop.evaluate`) | "
                 f"{v['evaluate']:,.0f} | {v['pytorch_forward']:,.0f} (the same model's PyTorch forward) | "
                 f"{v['evaluate'] / v['pytorch_forward']:.2f}x |"
             )

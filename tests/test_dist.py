@@ -17,7 +17,8 @@ from lenet.cli import _without_option, main
 from lenet.config import resolve
 from lenet.train import dist
 from lenet.train.checkpoint import CHECKPOINT, METRICS, WEIGHTS, load_checkpoint, load_run
-from lenet.train.loop import build_model, fit, load_data
+from lenet.train.loop import fit
+from lenet.train.setup import build_model, load_data
 
 # The community LeNet (no batch norm, so a slice of a batch computes what the whole does) with an odd batch:
 # 600 examples = 13 x 45 + 15, and 45 and 15 split unevenly over two ranks.

@@ -12,7 +12,8 @@ from torch import nn
 from lenet import fast as fastpath
 from lenet.config import resolve
 from lenet.models import ClippedLog, create_model, init_weights
-from lenet.train.loop import make_optimizer, make_step
+from lenet.train.loop import make_step
+from lenet.train.setup import make_optimizer
 
 # (model, keyword arguments): every activation, both poolings, padded and unpadded, 3x3 and 5x5, 28 and 32
 FAMILY = [

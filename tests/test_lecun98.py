@@ -16,7 +16,8 @@ from lenet.errors import LenetError
 from lenet.infer.inspect import summarize
 from lenet.models import LeNet
 from lenet.models.lenet1998 import C3_TABLE, MAP_J, SDLM, EuclideanRBF, Squash, distort, gauss_newton_diagonal
-from lenet.train.loop import build_model, fit, load_data, make_optimizer, per_sample_loss
+from lenet.train.loop import fit
+from lenet.train.setup import build_model, load_data, make_optimizer, per_sample_loss
 
 
 def test_layers_and_their_parameters_as_the_paper_counts_them():

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import lenet
 from lenet.cli import main
 from lenet.config import RECIPES, resolve
-from lenet.train.loop import lr_at
+from lenet.train.setup import lr_at
 
 RUN_FILES = {"config.json", "metrics.csv", "curves.png", "model.safetensors", "checkpoint.pt", "summary.json"}
 
@@ -81,7 +81,7 @@ def test_target_acc_sets_exit_status(fake_root, tmp_path, capsys):
     base = train_cli(fake_root, tmp_path / "t", "--dataset", "mnist", "--max-steps", "1")
     assert main([*base, "--target-acc", "1.0"]) == 1
     assert "below the target" in capsys.readouterr().err
-    assert main([*base, "--target-acc", "0"]) == 0
+    assert main([*base, "--target-acc", "0", "--overwrite"]) == 0
 
 
 def test_overrides_reach_the_config(fake_root, tmp_path):
@@ -144,7 +144,8 @@ def test_eval_rebuilds_the_model_from_the_run_folder(trained_run, fake_root, cap
         result = last_json(capsys.readouterr().out)
         assert result["test_acc"] == pytest.approx(summary["test_acc"])
         assert sum(map(sum, result["confusion"])) == 200 and set(result["per_class_acc"]) == set("0123456789")
-    assert (trained_run / "confusion-test.png").is_file() and (trained_run / "misclassified-test.png").is_file()
+    assert (trained_run / "confusion-mnist-test.png").is_file()
+    assert (trained_run / "misclassified-mnist-test.png").is_file()
     assert main(["eval", str(trained_run), "--root", str(fake_root), "--no-verify", "--split", "train"]) == 0
     assert "mnist train (600 images)" in capsys.readouterr().out
 

@@ -6,18 +6,11 @@ Exit status: 0 success, 1 a missed --target-acc, 2 bad input (one line on stderr
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import platform
 import signal
 import sys
-import time
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
 
 from . import __version__
 from .errors import LenetError
@@ -68,19 +61,7 @@ class Parser(argparse.ArgumentParser):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# lenet train
-
-
-def _run_dir(out: str | None, recipe: str) -> Path:
-    if out:
-        return Path(out)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{recipe}-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path("runs") / f"{recipe}-{stamp}-{n}"
-    return path
+# lenet train / eval / predict
 
 
 def _without_option(argv: list[str], option: str) -> list[str]:
@@ -92,216 +73,81 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
-def _versions() -> dict:
-    import torch
+def _model_args(pairs: list[str] | None) -> dict:
+    """--model-arg KEY=VALUE ... as model_kwargs: values read as JSON (numbers, lists, true), else as text;
+    a comma makes a list (kernel_sizes=5,3)."""
+    kwargs = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise LenetError(f"--model-arg {pair!r}: expected KEY=VALUE, e.g. activation=relu")
+        parts = [_json_or_text(t) for t in text.split(",")] if "," in text and not text.startswith("[") else None
+        kwargs[key.replace("-", "_")] = parts if parts is not None else _json_or_text(text)
+    return kwargs
 
-    return {"lenet": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
-
-@contextmanager
-def stop_signals() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM noted in the yielded list (training ends the epoch there, with a checkpoint); a
-    second signal stops at once. The previous handlers come back on exit."""
-    signals: list[int] = []
-
-    def on_signal(signum, frame):
-        if signals:
-            raise KeyboardInterrupt
-        signals.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+def _json_or_text(text: str):
     try:
-        yield signals
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def run_summary(cfg, history, test_examples: int) -> dict:
-    """What summary.json says of a finished run's config and history (the caller adds where it ran)."""
-    import torch
-
-    last = history.last
-    summary = {
-        "recipe": cfg.recipe, "model": cfg.model, "dataset": cfg.dataset,
-        "epochs": last.get("epoch", 0), "steps": last.get("steps", 0),
-        "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
-        "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"), "test_examples": test_examples,
-        "examples_per_sec": history.examples_per_sec, "train_seconds": history.train_seconds,
-        "seed": cfg.seed, "threads": torch.get_num_threads(), "versions": _versions(),
-    }  # fmt: skip
-    if "val_acc" in last:
-        summary.update(val_loss=last["val_loss"], val_acc=last["val_acc"])
-    return summary
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def cmd_train(args) -> int:
-    from .config import resolve
-    from .models import count_parameters
     from .train import dist
-    from .train.checkpoint import CONFIG, SUMMARY, RunDir, load_resume, restore
-    from .train.loop import TrainState, build_model, evaluate, fit, load_data, make_optimizer, select_device
-    from .train.plots import plot_curves
-    from .train.report import Reporter
+    from .train.run import train
 
     if args.nproc > 1 and not dist.launched():
         return dist.launch(args.nproc, _without_option(args.argv, "--nproc"))
-    started = time.perf_counter()
     overrides = {
         "model": args.model, "dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "optimizer": args.optimizer, "momentum": args.momentum, "weight_decay": args.weight_decay,
         "seed": args.seed, "scaling": args.scaling, "input_size": args.input_size, "schedule": args.schedule,
         "init": args.init, "label_smoothing": args.label_smoothing, "val_fraction": args.val_fraction,
+        "distort": args.distort or None, "model_kwargs": _model_args(args.model_arg) or None,
     }  # fmt: skip
-    if args.distort:
-        overrides["distort"] = True
-    ckpt = None
     if args.resume:
-        given = [k for k, v in overrides.items() if v is not None] + ["out"] * bool(args.out)
-        if given or args.recipe != "d2l":
-            flag = "--" + (given[0] if given else "recipe").replace("_", "-")
-            raise LenetError(f"--resume continues a run with its own config; drop {flag}")
-        cfg, ckpt = load_resume(args.resume)
-        if ckpt and ckpt["epoch"] >= cfg.epochs and (Path(args.resume) / SUMMARY).is_file():
-            print(f"{args.resume}: the run already finished its {cfg.epochs} epochs; nothing to do")
-            return 0
+        extra = [k for k, v in overrides.items() if v is not None and k != "epochs"] + ["out"] * bool(args.out)
+        if extra or args.recipe != "d2l":
+            flag = "--" + (extra[0] if extra else "recipe").replace("_", "-").replace("model-kwargs", "model-arg")
+            raise LenetError(f"--resume continues a run with its own config; drop {flag} (only --epochs may change)")
+        run = train(resume=args.resume, epochs=args.epochs, root=args.root, device=args.device,
+                    verify=not args.no_verify, download=args.download, max_steps=args.max_steps,
+                    fast=not args.no_fastpath, tensorboard=args.tensorboard, snapshots=args.snapshots,
+                    resume_command="lenet train --resume {run}")  # fmt: skip
     else:
-        cfg = resolve(args.recipe, **overrides)
-    device = select_device(args.device)
-    rank, device = dist.init(device)
-    if dist.launched() and args.nproc not in (1, rank.world_size):
-        raise LenetError(f"--nproc {args.nproc} but torchrun started {rank.world_size} processes")
-    max_steps = 1 if args.dry_run else args.max_steps
-    if args.download:
-        from .data import download
+        from .train.run import default_run_dir
 
-        download(cfg.dataset, args.root, progress=sys.stderr.isatty())
-    data = load_data(cfg, args.root, device, verify=not args.no_verify)
-    model = build_model(cfg).to(device)
-    optimizer = make_optimizer(cfg, model)
-    state = restore(ckpt, model, optimizer, device) if ckpt else TrainState()
-    # Created only now, so that bad data or a bad checkpoint leaves no empty run folder behind.
-    run = None if args.dry_run or not rank.main else RunDir(args.resume or _run_dir(args.out, cfg.recipe))
-
-    where = str(device) if rank.world_size == 1 else f"{device} x {rank.world_size} processes"
-    reporter = Reporter(cfg, where) if rank.main else Reporter(cfg, where, out=io.StringIO(), progress=False)
-    reporter.start(len(data.train), count_parameters(model))
-    if run and ckpt:
-        run.catch_up(ckpt, model, cfg)
-        reporter.print(f"resuming {run.path} at epoch {state.epoch + 1}, step {state.step}")
-    elif run:
-        run.write_json(CONFIG, cfg.to_dict())
-
-    writer = None
-    if args.tensorboard and run:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise LenetError("--tensorboard needs the tensorboard package: pip install 'lenet[tensorboard]'") from None
-        writer = SummaryWriter(str(run / "tensorboard"))
-
-    def on_step(step, epoch, index, batches):
-        reporter.step(step, epoch, index, batches)
-        if cfg.log_every and step % cfg.log_every == 0 and rank.main:
-            reporter.step_eval(step, evaluate(model, data.test, cfg.eval_batch_size)["acc"])
-
-    def on_epoch(record):
-        reporter.epoch(record)
-        if writer:
-            for key, value in record.items():
-                if key != "epoch":
-                    writer.add_scalar(key, value, record["epoch"])
-
-    with stop_signals() as signals:
-        history = fit(
-            model, data, cfg, max_steps=max_steps, state=state, optimizer=optimizer, on_step=on_step,
-            on_epoch=on_epoch, on_checkpoint=run.save_checkpoint if run else None, stop=lambda: bool(signals),
-            rank=rank.rank, world_size=rank.world_size,
-        )  # fmt: skip
-    if writer:
-        writer.close()
-    if state.stopped:
-        signum = signals[0] if signals else signal.SIGTERM  # a rank that did not get the signal itself
-        saved = f"; checkpoint saved; continue with: lenet train --resume {run.path}" if run else ""
-        if rank.main:
-            where = f"epoch {state.epoch + 1}, step {state.step}"
-            print(f"interrupted by {signal.Signals(signum).name} at {where}{saved}", file=sys.stderr)
-        return 128 + signum
-    summary = {
-        **run_summary(cfg, history, len(data.test)), "seconds": time.perf_counter() - started,
-        "device": str(device), "params": count_parameters(model), "processes": rank.world_size,
-        "run_dir": str(run.path) if run else None,
-    }  # fmt: skip
-    if run:
-        plot_curves(history.epochs, run / "curves.png")
-        run.write_json(SUMMARY, summary)
-    reporter.finish(summary)
-    if run:
-        reporter.print(f"run folder: {run.path}")
-    if args.json and rank.main:
-        print(json.dumps(summary))
-    if args.target_acc is not None and (summary["test_acc"] or 0.0) < args.target_acc:
-        print(
-            f"error: test accuracy {summary['test_acc']:.4f} is below the target {args.target_acc}",
-            file=sys.stderr,
-        )
+        out = None if args.dry_run else (args.out or default_run_dir(args.recipe))
+        run = train(args.recipe, out=out, overwrite=args.overwrite, root=args.root, device=args.device,
+                    verify=not args.no_verify, download=args.download, max_steps=args.max_steps,
+                    fast=not args.no_fastpath, tensorboard=args.tensorboard, snapshots=args.snapshots,
+                    dry_run=args.dry_run, resume_command="lenet train --resume {run}",
+                    **overrides)  # fmt: skip
+    if run.stopped not in (None, "max-steps"):
+        return 128 + signal.Signals["SIG" + run.stopped.removeprefix("SIG")].value
+    if not dist.main_process():
+        return 0
+    if args.json:
+        print(json.dumps(run.summary))
+    test_acc = run.summary.get("test_acc")
+    if args.target_acc is not None and (test_acc or 0.0) < args.target_acc:
+        print(f"error: test accuracy {test_acc or 0.0:.4f} is below the target {args.target_acc}", file=sys.stderr)
         return 1
     return 0
 
 
-# ----------------------------------------------------------------------------------------------------------
-# lenet eval / predict
-
-
 def cmd_eval(args) -> int:
-    import numpy as np
+    from .infer.evaluation import evaluate_run
 
-    from .train.checkpoint import load_run
-    from .train.loop import evaluate, load_data, predict_split, select_device
-    from .train.plots import plot_confusion, plot_gallery
-
-    device = select_device(args.device)
-    model, cfg, _ = load_run(args.run, device)
-    if args.dataset:
-        cfg.dataset = args.dataset
-    data = load_data(cfg, args.root, device, verify=not args.no_verify)
-    split = data.test if args.split == "test" else data.train
-    metrics = evaluate(model, split, cfg.eval_batch_size, len(data.classes))
-    confusion = np.asarray(metrics["confusion"])
-    per_class = {
-        name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else 0.0)
-        for i, name in enumerate(data.classes)
-    }
-    folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
-    figures = {}
-    try:
-        figures["confusion"] = str(plot_confusion(
-            metrics["confusion"], list(data.classes), folder / f"confusion-{args.split}.png",
-            f"{cfg.model} on {cfg.dataset} {args.split}: acc {metrics['acc']:.4f}",
-        ))  # fmt: skip
-        probs = predict_split(model, split, cfg.eval_batch_size)
-        pred = probs.argmax(1)
-        wrong = (pred != split.labels).nonzero().flatten()[: args.gallery].tolist()
-        images = split.images[wrong, 0].float().cpu().numpy()
-        titles = [
-            f"{data.classes[int(split.labels[i])]} -> {data.classes[int(pred[i])]} ({float(probs[i, pred[i]]):.2f})"
-            for i in wrong
-        ]
-        figures["misclassified"] = str(plot_gallery(images, titles, folder / f"misclassified-{args.split}.png"))
-    except OSError as e:
-        print(f"warning: could not write figures to {folder} ({e.strerror})", file=sys.stderr)
-
+    result = evaluate_run(args.run, split=args.split, dataset=args.dataset, root=args.root,
+                          verify=not args.no_verify, device=args.device, gallery=args.gallery)  # fmt: skip
     s = args.split
-    result = {
-        "model": cfg.model, "dataset": cfg.dataset, "split": s, "examples": metrics["n"],
-        f"{s}_acc": metrics["acc"], f"{s}_loss": metrics["loss"], "per_class_acc": per_class,
-        "confusion": metrics["confusion"], "figures": figures, "device": str(device),
-    }  # fmt: skip
-    print(f"{cfg.model} on {cfg.dataset} {s} ({metrics['n']:,} images): "
-          f"loss {metrics['loss']:.4f}, acc {metrics['acc']:.4f}")  # fmt: skip
-    for name, acc in per_class.items():
+    print(f"{result['model']} on {result['dataset']} {s} ({result['examples']:,} images): "
+          f"loss {result[f'{s}_loss']:.4f}, acc {result[f'{s}_acc']:.4f}")  # fmt: skip
+    for name, acc in result["per_class_acc"].items():
         print(f"  {name:>12}: {acc:.4f}")
-    for kind, path in figures.items():
+    for kind, path in result["figures"].items():
         print(f"{kind}: {path}")
     if args.json:
         print(json.dumps(result))
@@ -486,7 +332,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import OPTIMIZERS, RECIPES, SCHEDULES
+    from .config import CHOICES, OPTIMIZERS, RECIPES, SCHEDULES
     from .data import DATASETS, SCALINGS
 
     fmt = HelpFormatter
@@ -520,21 +366,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--scaling", choices=SCALINGS, help="input scaling: none=0..255, unit=[0,1], standard, lecun")
     g.add_argument("--input-size", type=int, choices=(28, 32), help="pad 28x28 images to 32x32")
-    g.add_argument("--init", choices=("default", "xavier", "glorot"))
+    g.add_argument("--init", choices=CHOICES["init"])
     g.add_argument("--label-smoothing", type=fraction)
     g.add_argument("--val-fraction", type=fraction, help="hold out the last fraction of the training set")
     g.add_argument("--distort", action="store_true", help="random affine distortions of training images")
     g.add_argument("--seed", type=non_negative_int)
+    option = "a model option (repeatable), e.g. activation=relu, pooling=max (see docs/notebooks.md)"
+    g.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help=option)
     data_args(p)
     device_arg(p)
     p.add_argument("--download", action="store_true", help="download the dataset first if it is not there")
     p.add_argument("--out", help="run folder (default: runs/<recipe>-<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (with its own config)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds (its files only)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (with its own config); with "
+                   "--epochs N, extend a finished one")  # fmt: skip
     p.add_argument("--nproc", type=positive_int, default=1, help="processes here (DDP, via torchrun)")
     p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps (in all)")
     p.add_argument("--dry-run", action="store_true", help="one training step, no run folder: a smoke test")
     p.add_argument("--target-acc", type=fraction, help="exit 1 if the final test accuracy is below this")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+    p.add_argument("--snapshots", action="store_true", help="keep the weights after early steps and every epoch "
+                   "(for lenet serve's slider)")  # fmt: skip
+    p.add_argument("--no-fastpath", action="store_true", help="train with plain PyTorch (the C kernels off)")
     p.add_argument("--json", action="store_true", help="print summary.json as the last line")
 
     p = add("eval", "evaluate a trained run: accuracy, per-class accuracy, confusion matrix", cmd_eval)
@@ -597,16 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc N` runs them under torchrun
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc N` runs them under torchrun
         return args.func(args)
     except LenetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C anywhere, start-up included: one line (a run says what it kept)
+        print(str(e) or "interrupted", file=sys.stderr)
         return 130
 
 

@@ -174,27 +174,43 @@ def resolve(recipe: str = "d2l", **overrides) -> Config:
     return validate(Config(**settings))
 
 
+# The named settings and their choices: validate() and the command line's choices both read this.
+CHOICES = {
+    "dataset": tuple(DATASETS), "scaling": SCALINGS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+    "reduction": REDUCTIONS, "log_format": LOG_FORMATS, "loss": LOSSES, "init": INITS,
+}  # fmt: skip
+
+# Config's field annotations (strings, under `from __future__ import annotations`) -> what a value may be.
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list[float]": (list,)}
+_WORDS = {"str": "a string", "int": "a whole number", "float": "a number", "bool": "True or False",
+          "dict": "a dict", "list[float]": "a list of numbers"}  # fmt: skip
+
+
+def _check_types(cfg: Config) -> None:
+    """Every field holds its type (ints pass for floats and become floats); else one line naming the field."""
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        ok = isinstance(value, _KINDS[f.type]) and (f.type == "bool" or not isinstance(value, bool))
+        if ok and f.type == "list[float]":
+            ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        if not ok:
+            raise LenetError(f"config field {f.name!r} takes {_WORDS[f.type]}, not {value!r} ({type(value).__name__})")
+        if f.type == "float":
+            setattr(cfg, f.name, float(value))
+
+
 def validate(cfg: Config) -> Config:
     """Raise a one-line error for any setting that cannot work."""
+    _check_types(cfg)
+    try:
+        model_spec(cfg.model)
+    except LenetError:
+        raise LenetError(f"unknown model {cfg.model!r}; known: {', '.join(list_models())}") from None
+    for name, choices in CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise LenetError(f"unknown {name.replace('_', ' ')} {value!r}; expected one of {', '.join(choices)}")
     checks = [
-        (cfg.model in list_models(), f"unknown model {cfg.model!r}; known: {', '.join(list_models())}"),
-        (cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}"),
-        (cfg.scaling in SCALINGS, f"unknown scaling {cfg.scaling!r}; expected one of {', '.join(SCALINGS)}"),
-        (
-            cfg.optimizer in OPTIMIZERS,
-            f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}",
-        ),
-        (
-            cfg.schedule in SCHEDULES,
-            f"unknown schedule {cfg.schedule!r}; expected one of {', '.join(SCHEDULES)}",
-        ),
-        (
-            cfg.reduction in REDUCTIONS,
-            f"unknown reduction {cfg.reduction!r}; expected one of {', '.join(REDUCTIONS)}",
-        ),
-        (cfg.log_format in LOG_FORMATS, f"unknown log format {cfg.log_format!r}"),
-        (cfg.loss in LOSSES, f"unknown loss {cfg.loss!r}; expected one of {', '.join(LOSSES)}"),
-        (cfg.init in INITS, f"unknown init {cfg.init!r}; expected one of {', '.join(INITS)}"),
         (cfg.batch_size >= 1, f"batch size must be at least 1, got {cfg.batch_size}"),
         (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
         (cfg.lr > 0, f"learning rate must be positive, got {cfg.lr}"),

@@ -87,7 +87,7 @@ class Dataset:
     name: str
     classes: tuple[str, ...]
     train: Split
-    test: Split
+    test: Split | None
     val: Split | None = None
     scaling: str = "unit"
     size: int = 28
@@ -154,3 +154,45 @@ class DataIter:
 
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
+
+
+def as_split(data, what: str = "data") -> Split:
+    """A Split from what a user holds: a Split, a DataIter, (X, y) tensors, or any iterable of (X, y) batches
+    (a DataLoader). Images become float (N, 1, H, W) on the device they came on; labels int64."""
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, DataIter):
+        return data.split
+    if isinstance(data, Dataset):
+        raise LenetError(f"{what}: a Dataset holds several splits; pass one (e.g. data.train or data.test)")
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        images, labels = data
+    else:
+        try:
+            batches = [(x, y) for x, y in data]
+        except (TypeError, ValueError):
+            raise LenetError(
+                f"{what}: expected a DataIter, a DataLoader or (images, labels) tensors, not {type(data).__name__}"
+            ) from None
+        if not batches:
+            raise LenetError(f"{what}: no batches in it")
+        images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or images.shape[1] != 1 or len(images) != len(labels):
+        raise LenetError(
+            f"{what}: expected images (N, 1, H, W) and N labels, got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    if not images.is_floating_point():
+        raise LenetError(f"{what}: images are {images.dtype}; scale them to floats first (e.g. X.float() / 255)")
+    if labels.is_floating_point() or labels.dim() != 1:
+        raise LenetError(
+            f"{what}: labels must be a 1-d tensor of class indices, got {labels.dtype} {tuple(labels.shape)}"
+        )
+    return Split(images.float().contiguous(), labels.long().to(images.device))
+
+
+def batch_size_of(data) -> int | None:
+    """The batch size a DataIter or DataLoader was made with (None for other data)."""
+    size = getattr(data, "batch_size", None)
+    return size if isinstance(size, int) and size > 0 else None

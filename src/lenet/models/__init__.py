@@ -3,7 +3,7 @@
 Importing this package registers every model (zoo, lenet1998); `create_model(name)` builds one.
 """
 
-from . import lenet1998, zoo  # noqa: F401  (registers the models)
+from . import custom, lenet1998, zoo  # noqa: F401  (registers the models)
 from .registry import ModelSpec, count_parameters, create_model, leaf_modules, list_models, model_spec, register
 from .zoo import INITS, ClippedLog, LeNet, init_weights
 

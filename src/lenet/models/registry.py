@@ -17,24 +17,25 @@ class ModelSpec:
     seed: str  # which seed notebook it comes from
     input_size: int
     description: str
+    hidden: bool = False  # a builder for models of the user's own (models.custom), not a variant to list
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, seed: str, input_size: int, description: str):
+def register(name: str, seed: str, input_size: int, description: str, hidden: bool = False):
     """Decorator: add a model builder to the registry under `name`."""
 
     def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ModelSpec(name, build, seed, input_size, description)
+        _REGISTRY[name] = ModelSpec(name, build, seed, input_size, description, hidden)
         return build
 
     return add
 
 
 def list_models() -> list[str]:
-    """Names of every registered model, in registration order."""
-    return list(_REGISTRY)
+    """Names of every registered model variant, in registration order."""
+    return [name for name, spec in _REGISTRY.items() if not spec.hidden]
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -42,7 +43,7 @@ def model_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise LenetError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}") from None
+        raise LenetError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

@@ -1,8 +1,9 @@
 """Run folders and checkpoints: atomic writes, and loading that never executes code from a file.
 
-A run folder holds config.json (the resolved recipe), metrics.csv, curves.png, model.safetensors (the
-unwrapped model's weights, with the model name and config in its metadata, so it describes itself),
-checkpoint.pt (everything needed to resume, read with torch.load(weights_only=True)) and summary.json.
+A run folder holds config.json (the resolved recipe), run.json (where its data came from), metrics.csv,
+curves.png, model.safetensors (the unwrapped model's weights, with the model name and config in its metadata,
+so it describes itself), checkpoint.pt (everything needed to resume, read with torch.load(weights_only=True))
+and summary.json.
 
 checkpoint.pt is the run's commit point: it is replaced first, and model.safetensors and metrics.csv are
 derived from it. A process that dies between the renames leaves them one epoch behind; a resume brings
@@ -17,6 +18,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -30,11 +32,18 @@ from torch import nn
 from ..config import Config, validate
 from ..errors import LenetError
 from .dist import unwrap
-from .loop import History, TrainState, build_model
+from .loop import TrainState
+from .setup import build_model
 
-CONFIG, METRICS, WEIGHTS, CHECKPOINT, SUMMARY = (
-    "config.json", "metrics.csv", "model.safetensors", "checkpoint.pt", "summary.json",
+CONFIG, RUN_INFO, METRICS, WEIGHTS, CHECKPOINT, SUMMARY = (
+    "config.json", "run.json", "metrics.csv", "model.safetensors", "checkpoint.pt", "summary.json",
 )  # fmt: skip
+# What a run writes into its folder (`--overwrite` removes these, and only these): its own files, the
+# figures and exports derived from it, its snapshots and TensorBoard events.
+RUN_FILES = (CONFIG, RUN_INFO, METRICS, WEIGHTS, CHECKPOINT, SUMMARY, "curves.png", "model.onnx",
+             "model.torchscript.pt")  # fmt: skip
+RUN_PATTERNS = ("confusion-*.png", "misclassified-*.png", ".*.tmp")
+RUN_FOLDERS = ("snapshots", "tensorboard", "web")
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -87,6 +96,24 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    def holds_run(self) -> bool:
+        """Whether the folder already holds (part of) a run."""
+        return any((self.path / name).exists() for name in (CONFIG, CHECKPOINT, WEIGHTS))
+
+    def clear(self) -> None:
+        """Remove a previous run's files (and nothing else the folder holds)."""
+        try:
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+            for pattern in RUN_PATTERNS:
+                for path in self.path.glob(pattern):
+                    path.unlink()
+            for name in RUN_FOLDERS:
+                if (self.path / name).is_dir():
+                    shutil.rmtree(self.path / name)
+        except OSError as e:
+            raise LenetError(f"{self.path}: cannot clear the previous run ({e.strerror or e})") from None
+
     def write_json(self, name: str, obj) -> None:
         write_bytes_atomic(self.path / name, (json.dumps(obj, indent=2) + "\n").encode())
 
@@ -112,12 +139,7 @@ class RunDir:
         payload = {
             "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
             "optimizer": optimizer.state_dict(),
-            "epoch": state.epoch,
-            "step": state.step,
-            "history": state.history.state_dict(),
-            "data_rng_state": state.data_rng_state,
-            "torch_rng_state": state.torch_rng_state,
-            "cuda_rng_state": state.cuda_rng_state,
+            **state.to_dict(),
             "config": cfg.to_dict(),
         }
         buf = io.BytesIO()  # serialised first, so that writing is the only step that can fail part-way
@@ -193,14 +215,7 @@ def restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer, devi
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        state = TrainState(
-            epoch=int(ckpt["epoch"]),
-            step=int(ckpt["step"]),
-            history=History.from_state_dict(ckpt["history"]),
-            data_rng_state=ckpt["data_rng_state"],
-            torch_rng_state=ckpt["torch_rng_state"],
-            cuda_rng_state=ckpt.get("cuda_rng_state"),
-        )
+        state = TrainState.from_dict(ckpt)
         # Fail here, in one line, rather than in the middle of fit, on states from another kind of device.
         torch.Generator(device).set_state(state.data_rng_state)
         torch.Generator().set_state(state.torch_rng_state)
@@ -220,22 +235,43 @@ def _read_weights(path: Path) -> tuple[dict, dict]:
         raise LenetError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _weights_file(path: Path) -> tuple[Path, Path]:
+    """(run folder, weights file) of what the user named: a run folder, a model.safetensors or a checkpoint.pt."""
+    if path.is_dir():
+        if not (path / WEIGHTS).is_file():
+            raise LenetError(f"{path}: no {WEIGHTS} in this folder; is it a lenet run folder?")
+        return path, path / WEIGHTS
+    if not path.is_file():
+        raise LenetError(f"{path}: no such run folder or checkpoint")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise LenetError(f"{path} is an image, not a run; the run comes first: lenet predict RUN IMAGE...")
+    if path.suffix not in (".safetensors", ".pt"):
+        raise LenetError(f"{path}: not a run folder, a {WEIGHTS} or a {CHECKPOINT}")
+    return path.parent, path
+
+
+def read_json(path: Path) -> dict:
+    """A small JSON file of a run's ({} when it is missing or unreadable: these files are informative)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def load_run(
+    path: str | os.PathLike, device: str | torch.device = "cpu", model: nn.Module | None = None
+) -> tuple[nn.Module, Config, dict]:
     """A trained model from a run folder, a model.safetensors or a checkpoint.pt: (model, config, info).
 
-    `info` holds the run's summary.json when there is one (test accuracy and the like).
+    `model`, when given, receives the weights (a module of the user's own must be given this way unless its
+    class can be imported and built without arguments). `info` holds the run's summary.json when there is
+    one (test accuracy and the like) and `data_root`, the data the run was trained on (None when unknown).
     """
-    path = Path(path)
-    if path.is_dir():
-        folder = path
-        weights_path = path / WEIGHTS
-        if not weights_path.is_file():
-            raise LenetError(f"{path}: no {WEIGHTS} in this folder; is it a lenet run folder?")
-    elif path.is_file():
-        folder, weights_path = path.parent, path
-    else:
-        raise LenetError(f"{path}: no such run folder or checkpoint")
-
+    folder, weights_path = _weights_file(Path(path))
     if weights_path.suffix == ".pt":
         ckpt = load_checkpoint(weights_path)
         state, cfg_dict = ckpt["model"], ckpt["config"]
@@ -244,16 +280,14 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> tup
         if "config" not in metadata:
             raise LenetError(f"{weights_path}: no lenet config in its metadata; was it written by lenet?")
         cfg_dict = json.loads(metadata["config"])
-    cfg = Config.from_dict(cfg_dict)
-    model = build_model(cfg, initialise=False)
+    cfg = _config(cfg_dict, weights_path)
+    if model is None:
+        model = build_model(cfg, initialise=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise LenetError(f"{weights_path}: weights do not fit model {cfg.model!r} ({_reason(e)})") from None
-    info = {}
-    if (folder / SUMMARY).is_file():
-        try:
-            info = json.loads((folder / SUMMARY).read_text())
-        except (OSError, json.JSONDecodeError):
-            info = {}
+        name = cfg.model if cfg.model != "module" else cfg.model_kwargs.get("qualname", "your model")
+        raise LenetError(f"{weights_path}: weights do not fit model {name!r} ({_reason(e)})") from None
+    info = read_json(folder / SUMMARY)
+    info["data_root"] = read_json(folder / RUN_INFO).get("data_root")
     return model.to(device).eval(), cfg, info

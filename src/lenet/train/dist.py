@@ -38,6 +38,11 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def main_process() -> bool:
+    """True but in torchrun's workers of rank > 0 (which print and write nothing)."""
+    return not launched() or os.environ.get("RANK", "0") == "0"
+
+
 def init(device: torch.device) -> tuple[Rank, torch.device]:
     """Join torchrun's process group (gloo on the CPU, nccl on CUDA): (this process's rank, its device)."""
     if not launched():

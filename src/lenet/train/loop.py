@@ -1,4 +1,8 @@
-"""The training loop and evaluation. `fit` returns a history and never prints or plots; callers do that."""
+"""The training loop and evaluation: `fit` trains a model on data and returns its history.
+
+`fit` prints nothing but an optional progress bar; a run (train/run.py) adds the run folder, the seed's
+printout, checkpoints and signals.
+"""
 
 from __future__ import annotations
 
@@ -14,124 +18,48 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import fast as fastpath
-from ..config import Config, input_size, resolve, validate
-from ..data import Dataset, Split, load_dataset
+from ..config import Config, resolve, validate
+from ..data import Dataset, Split, as_split, batch_size_of
 from ..errors import LenetError
-from ..models import create_model, init_weights
-from ..models.lenet1998 import SDLM, distort, map_loss
+from ..fast import Plan
+from ..models.lenet1998 import distort
 from .dist import all_reduce, any_rank, unwrap, wrap
-
-# ----------------------------------------------------------------------------------------------------------
-# Set-up: device, data, model, optimiser, schedule, loss
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then MPS, then the CPU; a named device must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise LenetError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LenetError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise LenetError("device 'mps' requested but MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def load_data(cfg: Config, root=None, device: torch.device | str = "cpu", verify: bool = True) -> Dataset:
-    """The dataset as `cfg` wants it, on `device`."""
-    return load_dataset(
-        cfg.dataset,
-        root,
-        scaling=cfg.scaling,
-        size=input_size(cfg),
-        resize=cfg.resize,
-        val_fraction=cfg.val_fraction,
-        device=device,
-        verify=verify,
-    )
-
-
-def build_model(cfg: Config, initialise: bool = True) -> nn.Module:
-    """The model `cfg` names; with initialise, seeded and initialised by the recipe's scheme."""
-    if initialise:
-        torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **cfg.model_kwargs)
-    return init_weights(model, cfg.init) if initialise else model
-
-
-def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-        )
-    if cfg.optimizer == "adam":  # eps 1e-8, as TF1's AdamOptimizer
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sdlm":  # LeCun 1998's stochastic diagonal Levenberg-Marquardt; needs an RBF output
-        return SDLM(params, model, lr=cfg.lr)
-    raise LenetError(f"optimizer {cfg.optimizer!r} is not available for model {cfg.model!r}")
-
-
-def lr_at(cfg: Config, step: int, total_steps: int, epoch: int) -> float:
-    """The learning rate for optimiser step `step` (0-based) of `total_steps`, a pure function of its inputs."""
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "piecewise":
-        return cfg.lr * cfg.lr_factors[min(epoch, len(cfg.lr_factors) - 1)]
-    t = step / max(total_steps, 1)
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
-    # onecycle: a triangle from lr/10 up to lr at `warmup`, then down to 0 at the end
-    if t < cfg.warmup:
-        return cfg.lr * (0.1 + 0.9 * t / cfg.warmup)
-    return cfg.lr * max(0.0, (1.0 - t) / (1.0 - cfg.warmup))
-
-
-def per_sample_loss(cfg: Config, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The loss of each sample in the batch, (B,)."""
-    if cfg.loss == "map":
-        return map_loss(logits, y)
-    return F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
-
-
-def loss_denominator(cfg: Config, global_batch: int) -> float:
-    """What the summed batch loss is divided by before backward.
-
-    mean: the batch's size; sum: 1 (the community seed's reduction='sum'); nominal: the configured batch size
-    even for the short last batch, as Gluon's `loss.sum()` + `trainer.step(batch_size)` does in seed 000.
-    """
-    return {"mean": global_batch, "sum": 1, "nominal": cfg.batch_size}[cfg.reduction]
-
+from .progress import progress_bar
+from .setup import loss_denominator, lr_at, make_optimizer, per_sample_loss
 
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, data: Split | Dataset, batch_size: int = 2000, num_classes: int = 10) -> dict:
-    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) of `model` on a split.
+def _eval_split(data) -> Split:
+    return data.test if isinstance(data, Dataset) else as_split(data, "evaluation data")
 
-    Given a Dataset, evaluates its test split. The model's train/eval mode is restored afterwards.
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data, batch_size: int = 2000, num_classes: int | None = None) -> dict:
+    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) of `model` on some data.
+
+    `data`: a Dataset (its test split), a Split, a DataIter, a DataLoader or (images, labels) tensors. The
+    number of classes is the model's output width unless given. The model's train/eval mode is restored.
     """
-    split = data.test if isinstance(data, Dataset) else data
+    split = _eval_split(data)
     was_training = model.training
     model.eval()
     forward = fastpath.forward_fn(model) or model  # the model's logits, computed faster on a CPU
     loss_sum = torch.zeros((), device=split.labels.device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=split.labels.device)
+    confusion = None
     for x, y in split.batches(batch_size):
         logits = forward(x)
+        classes = num_classes or logits.shape[1]
+        if confusion is None:
+            confusion = torch.zeros(classes * classes, dtype=torch.int64, device=split.labels.device)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+        confusion += torch.bincount(y * classes + logits.argmax(1), minlength=classes * classes)
     model.train(was_training)
-    confusion = confusion.view(num_classes, num_classes).cpu()
+    if confusion is None:
+        raise LenetError("evaluation data is empty")
+    classes = math.isqrt(confusion.numel())
+    confusion = confusion.view(classes, classes).cpu()
     n = int(confusion.sum())
     return {
         "loss": loss_sum.item() / max(n, 1),
@@ -141,12 +69,12 @@ def evaluate(model: nn.Module, data: Split | Dataset, batch_size: int = 2000, nu
     }
 
 
-def evaluate_ranks(model: nn.Module, split: Split, batch_size: int, num_classes: int, rank: int, world: int):
+def evaluate_ranks(model: nn.Module, split: Split, batch_size: int, rank: int, world: int) -> dict:
     """evaluate() with the split shared out: each rank evaluates its part, the sums are all-reduced."""
     if world == 1:
-        return evaluate(model, split, batch_size, num_classes)
+        return evaluate(model, split, batch_size)
     part = Split(split.images.tensor_split(world)[rank], split.labels.tensor_split(world)[rank])
-    m = evaluate(unwrap(model), part, batch_size, num_classes)  # the plain module: DDP's forward syncs
+    m = evaluate(unwrap(model), part, batch_size)  # the plain module: DDP's forward syncs
     sums = torch.tensor([m["loss"] * m["n"], m["acc"] * m["n"], m["n"]], dtype=torch.float64)
     loss_sum, correct, n = all_reduce(sums.to(split.labels.device)).tolist()
     return {"loss": loss_sum / max(n, 1), "acc": round(correct) / max(n, 1), "n": int(n)}
@@ -163,50 +91,73 @@ def predict_split(model: nn.Module, split: Split, batch_size: int = 2000) -> tor
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The loop
+# One optimiser step
 
-TrainStep = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
-
-
-FAST_OPTIMIZERS = ("sgd", "adam", "adamw")  # optimisers that see only .grad, so lenet.fastpath may fill it
+FAST_OPTIMIZERS = ("sgd", "adam", "adamw")  # optimisers that see only .grad, so lenet.fast may fill it
 
 
-def make_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, world_size: int = 1, fast: bool = True
-) -> TrainStep:
+def fast_path_plan(model: nn.Module, cfg: Config, world_size: int = 1, enabled: bool = True) -> Plan:
+    """Which fast path a training step of `model` under `cfg` takes, and why (see lenet.fast.plan)."""
+    device = next(model.parameters()).device
+    if not enabled:
+        return Plan.off("turned off (--no-fastpath)")
+    if device.type != "cpu":
+        return Plan.off(f"it is for the CPU; on {device.type} PyTorch's own kernels run")
+    if world_size > 1:
+        return Plan.off("data-parallel processes (DDP) synchronise through PyTorch's backward")
+    if cfg.optimizer not in FAST_OPTIMIZERS:
+        return Plan.off(f"optimizer {cfg.optimizer} needs more than the gradients")
+    if cfg.loss != "cross-entropy":
+        return Plan.off(f"the {cfg.loss} loss is not in the kernels")
+    return fastpath.plan(model)
+
+
+class Step:
     """One optimiser step on a batch: step(x, y, denominator) -> (summed per-sample loss, number correct).
 
     Both results stay on the device (detached), so the caller can accumulate them without a host sync.
-    With `fast`, a LeNet on the CPU goes through lenet.fast (the same math up to float rounding): the
-    whole step's gradients in compiled code when its classifier is the classic three Linear layers, else its
-    convolutions only. Other models, optimisers and losses, and data-parallel runs take the plain eager step.
+    On the fast path (`plan`), a LeNet on the CPU runs compiled code (the same math up to float rounding):
+    the whole step's gradients when its classifier is one the kernels know, else its front end only.
     """
-    forward, fused = model, None
-    if fast and world_size == 1 and cfg.optimizer in FAST_OPTIMIZERS and cfg.loss == "cross-entropy":
-        forward = fastpath.forward_fn(model) or model
-        fused = fastpath.training_step(model, cfg.label_smoothing)
 
-    def step(x: torch.Tensor, y: torch.Tensor, denominator: float):
-        if fused is not None:
-            done = fused(x, y, world_size / denominator)  # every .grad set, as zero_grad + backward would
+    def __init__(self, model: nn.Module, optimizer, cfg: Config, world_size: int = 1, fast: bool = True):
+        self.model, self.optimizer, self.cfg, self.world_size = model, optimizer, cfg, world_size
+        self.plan = fast_path_plan(unwrap(model), cfg, world_size, fast)
+        self.forward, self.fused = model, None
+        if self.plan.engine is not None:
+            self.forward = fastpath.forward_fn(model) or model
+            self.fused = fastpath.training_step(model, cfg.label_smoothing)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, denominator: float) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.world_size / denominator  # DDP averages gradients over ranks; world_size undoes that
+        if self.fused is not None:
+            done = self.fused(x, y, scale)  # every .grad set, as zero_grad + backward would
             if done is not None:
-                optimizer.step()
+                self.optimizer.step()
                 return done
-        logits = forward(x)
-        losses = per_sample_loss(cfg, logits, y)
-        # Data-parallel training averages gradients over ranks; scaling by world_size undoes that.
-        loss = losses.sum() * (world_size / denominator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits = self.forward(x)
+        losses = per_sample_loss(self.cfg, logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses.sum() * scale).backward()
+        self.optimizer.step()
         return losses.detach().sum(), (logits.detach().argmax(1) == y).sum()
 
-    return step
+
+def make_step(model: nn.Module, optimizer, cfg: Config, world_size: int = 1, fast: bool = True) -> Step:
+    return Step(model, optimizer, cfg, world_size, fast)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# History and state
 
 
 @dataclass
 class History:
-    """One record per epoch (dicts of plain numbers), plus what the whole run measured."""
+    """One record per epoch (dicts of plain numbers), plus what the completed epochs measured.
+
+    A run stopped part-way through an epoch ends with that epoch's partial record (`"partial": True`, the
+    training metrics so far); it is replaced when the epoch completes.
+    """
 
     epochs: list[dict] = field(default_factory=list)
     train_examples: int = 0
@@ -217,15 +168,24 @@ class History:
         return self.epochs[-1] if self.epochs else {}
 
     @property
+    def complete(self) -> list[dict]:
+        return [r for r in self.epochs if not r.get("partial")]
+
+    @property
     def examples_per_sec(self) -> float:
         return self.train_examples / self.train_seconds if self.train_seconds else 0.0
 
+    def add(self, record: dict) -> None:
+        """Append an epoch's record, replacing a partial record of the same epoch."""
+        if self.epochs and self.epochs[-1].get("partial") and self.epochs[-1]["epoch"] == record["epoch"]:
+            self.epochs.pop()
+        self.epochs.append(record)
+        if not record.get("partial"):
+            self.train_examples += record["examples"]
+            self.train_seconds += record["train_seconds"]
+
     def state_dict(self) -> dict:
-        return {
-            "epochs": self.epochs,
-            "train_examples": self.train_examples,
-            "train_seconds": self.train_seconds,
-        }
+        return {"epochs": self.epochs, "train_examples": self.train_examples, "train_seconds": self.train_seconds}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> History:
@@ -237,7 +197,8 @@ class TrainState:
     """Where a run is: the epoch under way, optimiser steps taken, random generators, the history so far.
 
     `data_rng_state` is the data-order generator as the epoch under way began, so a run stopped part-way
-    through an epoch redraws that epoch's order and skips the batches it already trained on.
+    through an epoch redraws that epoch's order and skips the batches it already trained on; `partial`
+    holds that epoch's sums so far (loss, correct, examples, seconds), so its record covers the whole epoch.
     """
 
     epoch: int = 0
@@ -246,12 +207,31 @@ class TrainState:
     data_rng_state: torch.Tensor | None = None
     torch_rng_state: torch.Tensor | None = None
     cuda_rng_state: torch.Tensor | None = None
+    partial: dict | None = None
     stopped: bool = False  # fit returned early because `stop()` asked it to
+
+    def to_dict(self) -> dict:
+        """What a checkpoint keeps of the state (besides the model and optimiser)."""
+        return {
+            "epoch": self.epoch, "step": self.step, "history": self.history.state_dict(),
+            "data_rng_state": self.data_rng_state, "torch_rng_state": self.torch_rng_state,
+            "cuda_rng_state": self.cuda_rng_state, "partial": self.partial,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(
+            epoch=int(d["epoch"]), step=int(d["step"]), history=History.from_state_dict(d["history"]),
+            data_rng_state=d["data_rng_state"], torch_rng_state=d["torch_rng_state"],
+            cuda_rng_state=d.get("cuda_rng_state"), partial=d.get("partial"),
+        )  # fmt: skip
 
 
 StepHook = Callable[[int, int, int, int], None]  # (global step, epoch, batch index, batches per epoch)
-EpochHook = Callable[[dict], None]  # called with each finished epoch's record
+EpochHook = Callable[[dict], None]  # called with each epoch's record (a partial one when stopped part-way)
+ProgressHook = Callable[[float, float, float], None]  # (epoch + fraction done, train loss so far, train acc)
 CheckpointHook = Callable[[nn.Module, torch.optim.Optimizer, TrainState, Config], None]
+PROGRESS_POINTS = 5  # on_progress calls per epoch: d2l's Animator plots the training curves 5 times an epoch
 
 
 def keyed_generator(device: torch.device, *key) -> torch.Generator:
@@ -264,30 +244,59 @@ def keyed_generator(device: torch.device, *key) -> torch.Generator:
     return generator
 
 
+def as_dataset(data, test=None) -> Dataset:
+    """A Dataset from fit's arguments: a Dataset as it is, else training data (and test data) of any kind."""
+    if isinstance(data, Dataset):
+        if test is not None:
+            raise LenetError("fit: a Dataset already holds its test split; pass test= only with training data")
+        return data
+    train = as_split(data, "training data")
+    test_split = as_split(test, "test data") if test is not None else None
+    classes = tuple(str(c) for c in range(int(train.labels.max()) + 1 if len(train) else 0))
+    return Dataset("custom", classes, train, test_split, size=train.images.shape[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+
+
 def fit(
     model: nn.Module,
-    data: Dataset,
-    cfg: Config,
+    data,
+    cfg: Config | str | None = None,
     *,
+    test=None,
     max_steps: int | None = None,
     state: TrainState | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
+    on_progress: ProgressHook | None = None,
     on_checkpoint: CheckpointHook | None = None,
     stop: Callable[[], bool] | None = None,
+    progress: bool | None = None,
+    fast: bool = True,
     rank: int = 0,
     world_size: int = 1,
 ) -> History:
-    """Train `model` on `data.train` as `cfg` says; evaluate on `data.test` (and `data.val`) every epoch.
+    """Train `model` as `cfg` says on `data`; evaluate on the test data (and validation data) every epoch.
 
-    Metrics are accumulated on the device and read once per epoch, so the hot loop never waits on the host.
+    `data` is a lenet Dataset, or the training data as a DataIter, a DataLoader or (images, labels) tensors,
+    with `test` the test data in the same kinds (or None). `cfg` is a Config or a recipe name; by default
+    the d2l recipe at the data's batch size. The model is trained as it is (not re-initialised).
+    Metrics are accumulated on the device and read once per epoch (and PROGRESS_POINTS times with
+    `on_progress`), so the hot loop never waits on the host. `progress` shows a progress bar (None: when
+    the output is a terminal or a notebook). `fast=False` keeps the fast path off.
     With world_size > 1 (under torchrun) the model is wrapped in DDP, every rank draws the same permutation
     and trains on its own slice of each global batch, and the metrics are summed over the ranks.
     `state` resumes a run: its epoch, step, history and random number generators are restored.
     `stop()` is asked before every step; when it says so (on any rank), the epoch ends there as with
     max_steps, and `state.stopped` is set.
     """
+    if cfg is None:
+        cfg = resolve("d2l", batch_size=batch_size_of(data))
+    cfg = resolve(cfg) if isinstance(cfg, str) else validate(cfg)
+    data = as_dataset(data, test)
     device = data.train.labels.device
     optimizer = optimizer or make_optimizer(cfg, model)
     state = state or TrainState()
@@ -302,24 +311,28 @@ def fit(
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     history = state.history
-    num_classes = len(data.classes)
     if world_size > 1:
         model = wrap(model)
-    step = make_step(model, optimizer, cfg, world_size)
+    step = make_step(model, optimizer, cfg, world_size, fast)
+    marks = {math.ceil(steps_per_epoch * k / PROGRESS_POINTS) for k in range(1, PROGRESS_POINTS + 1)}
 
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        epoch_rng_state = data_rng.get_state()  # this epoch's order can be redrawn from it
         done = state.step - epoch * steps_per_epoch  # batches of this epoch trained before a resume
         if not 0 <= done < steps_per_epoch:
             raise LenetError(f"cannot resume at step {state.step} in epoch {epoch + 1}: checkpoint mismatch")
+        # the interrupted part's sums were all-reduced when saved: rank 0 carries them
+        partial = (state.partial or {}) if done and rank == 0 else {}
+        loss_sum = torch.tensor(partial.get("loss_sum", 0.0), dtype=torch.float32, device=device)
+        correct = torch.tensor(partial.get("correct", 0), dtype=torch.int64, device=device)
+        seen, seconds_before = partial.get("seen", 0), partial.get("seconds", 0.0)
+        started = time.perf_counter()
+        epoch_rng_state = data_rng.get_state()  # this epoch's order can be redrawn from it
         if done == 0 and hasattr(optimizer, "start_epoch"):  # SDLM: estimate the curvature before each pass
             optimizer.start_epoch(data.train.images, keyed_generator(device, cfg.seed, "epoch", epoch))
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress, initial=done)
         batches = data.train.batches(cfg.batch_size, shuffle=True, generator=data_rng)
+        lr = lr_at(cfg, state.step, total_steps, epoch)
         for i, (x, y) in enumerate(itertools.islice(batches, done, None), start=done):
             if max_steps is not None and state.step >= max_steps:
                 break
@@ -339,54 +352,46 @@ def fit(
             correct += batch_correct
             seen += len(y)
             state.step += 1
+            if bar is not None:
+                bar.update()
+            if on_progress is not None and i + 1 in marks:
+                on_progress(epoch + (i + 1) / steps_per_epoch, loss_sum.item() / seen, correct.item() / seen)
             if on_step is not None:
                 on_step(state.step, epoch, i, steps_per_epoch)
-        if seen == 0:
+        if bar is not None:
+            bar.close()
+        batches_done = state.step - epoch * steps_per_epoch
+        if batches_done == done:  # stopped before this call trained anything
             break
         # The epoch's one host sync: loss, correct and examples summed over the ranks.
         totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
-        loss_total, correct_total, seen = all_reduce(totals).tolist()
-        seen = int(seen)
-        train_loss, train_acc = loss_total / seen, correct_total / seen
-        train_seconds = time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
-        if data.val is not None:
-            val = evaluate_ranks(model, data.val, cfg.eval_batch_size, num_classes, rank, world_size)
-            record.update(val_loss=val["loss"], val_acc=val["acc"])
-        test = evaluate_ranks(model, data.test, cfg.eval_batch_size, num_classes, rank, world_size)
-        record.update(test_loss=test["loss"], test_acc=test["acc"], lr=lr, examples=seen, steps=state.step)
-        record.update(train_seconds=train_seconds, seconds=time.perf_counter() - started)
-        history.epochs.append(record)
-        history.train_examples += seen
-        history.train_seconds += train_seconds
-        partial = state.step - epoch * steps_per_epoch < steps_per_epoch
-        state.epoch = epoch + (0 if partial else 1)
-        state.data_rng_state = epoch_rng_state if partial else data_rng.get_state()
+        loss_total, correct_total, seen_total = all_reduce(totals).tolist()
+        train_seconds = seconds_before + time.perf_counter() - started
+        record = {"epoch": epoch + 1, "train_loss": loss_total / seen_total, "train_acc": correct_total / seen_total}
+        complete = batches_done == steps_per_epoch
+        if not complete:
+            record.update(partial=True, batches=batches_done, fraction=batches_done / steps_per_epoch)
+        if not state.stopped:  # a signal wants out fast; a max_steps stop still reports where it got to
+            if data.val is not None:
+                val = evaluate_ranks(model, data.val, cfg.eval_batch_size, rank, world_size)
+                record.update(val_loss=val["loss"], val_acc=val["acc"])
+            if data.test is not None:
+                test_metrics = evaluate_ranks(model, data.test, cfg.eval_batch_size, rank, world_size)
+                record.update(test_loss=test_metrics["loss"], test_acc=test_metrics["acc"])
+        record.update(lr=lr, examples=int(seen_total), steps=state.step, train_seconds=train_seconds)
+        record["seconds"] = seconds_before + time.perf_counter() - started
+        history.add(record)
+        state.epoch = epoch + (1 if complete else 0)
+        state.data_rng_state = data_rng.get_state() if complete else epoch_rng_state
+        state.partial = None if complete else {
+            "loss_sum": loss_total, "correct": int(correct_total), "seen": int(seen_total), "seconds": train_seconds,
+        }  # fmt: skip
         state.torch_rng_state = torch.get_rng_state()
         state.cuda_rng_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         if on_epoch is not None:
             on_epoch(record)
         if on_checkpoint is not None:
             on_checkpoint(model, optimizer, state, cfg)
-        if partial:
+        if not complete:
             break
     return history
-
-
-def train(
-    config: Config | str = "d2l",
-    *,
-    root=None,
-    device: str = "auto",
-    verify: bool = True,
-    max_steps: int | None = None,
-    data: Dataset | None = None,
-    **hooks,
-) -> tuple[nn.Module, History]:
-    """Train a recipe (by name) or a config end to end; returns (model, history)."""
-    cfg = resolve(config) if isinstance(config, str) else validate(config)
-    dev = select_device(device)
-    data = data if data is not None else load_data(cfg, root, dev, verify)
-    model = build_model(cfg).to(dev)
-    history = fit(model, data, cfg, max_steps=max_steps, **hooks)
-    return model, history

@@ -4,57 +4,38 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from typing import TextIO
 
 from ..config import Config
 
+CHANCE_EPOCHS = 2  # after this many epochs at chance accuracy, the run suggests a lower learning rate
+
 
 class Reporter:
-    """Prints a run's progress: one line per epoch in the recipe's format, and a progress bar on terminals."""
+    """Prints a run's start, one line per epoch in the recipe's format, and its closing lines."""
 
-    def __init__(self, cfg: Config, device: str, out: TextIO | None = None, progress: bool | None = None):
+    def __init__(self, cfg: Config, device: str, out: TextIO | None = None):
         self.cfg, self.device, self.out = cfg, device, out
-        # The bar is for people watching a terminal; logs and CI get only whole lines.
-        self.progress = sys.stderr.isatty() if progress is None else progress
-        self._last_draw = 0.0
-        self._epoch_start = time.perf_counter()
+        self.hinted = False
 
     def print(self, line: str) -> None:
         print(line, file=self.out or sys.stdout, flush=True)
 
-    def start(self, samples: int, params: int) -> None:
+    def start(self, samples: int, params: int, plan) -> None:
         cfg = self.cfg
         self.print(f"training on {self.device}")
         detail = f"{cfg.model} ({params:,} params) on {cfg.dataset} ({samples:,} training images)"
         self.print(f"recipe {cfg.recipe}: {detail}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}")
-
-    def step(self, step: int, epoch: int, index: int, batches: int) -> None:
-        if not self.progress:
-            return
-        if index == 0:
-            self._epoch_start = time.perf_counter()
-        now = time.perf_counter()
-        if now - self._last_draw < 0.1 and index + 1 < batches:
-            return
-        self._last_draw = now
-        done = (index + 1) / batches
-        rate = (index + 1) * self.cfg.batch_size / max(now - self._epoch_start, 1e-9)
-        bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
-        print(f"\r  epoch {epoch + 1}/{self.cfg.epochs} [{bar}] {index + 1}/{batches} {rate:,.0f} samples/s",
-              end="", file=sys.stderr, flush=True)  # fmt: skip
-
-    def _clear_bar(self) -> None:
-        if self.progress:
-            print("\r" + " " * 90 + "\r", end="", file=sys.stderr, flush=True)
+        self.print(str(plan))
 
     def step_eval(self, step: int, test_acc: float) -> None:
         """tf1's periodic evaluation (the seed printed test accuracy every few steps)."""
-        self._clear_bar()
         self.print(f"step {step}, test acc {test_acc:.4f}")
 
     def epoch(self, r: dict) -> None:
-        self._clear_bar()
+        if r.get("partial"):
+            self._partial(r)
+            return
         fmt, epochs = self.cfg.log_format, self.cfg.epochs
         if fmt == "keras":
             steps = math.ceil(r["examples"] / self.cfg.batch_size)
@@ -70,13 +51,32 @@ class Reporter:
                        f"Time: {r['seconds']:.2f} s")  # fmt: skip
         else:  # d2l and tf1: d2l's train_ch5 line
             val = f", val acc {r['val_acc']:.3f}" if "val_acc" in r else ""
-            self.print(f"epoch {r['epoch']}, loss {r['train_loss']:.4f}, train acc {r['train_acc']:.3f}{val}, "
-                       f"test acc {r['test_acc']:.3f}, time {r['seconds']:.1f} sec")  # fmt: skip
+            test = f", test acc {r['test_acc']:.3f}" if "test_acc" in r else ""
+            self.print(f"epoch {r['epoch']}, loss {r['train_loss']:.4f}, train acc {r['train_acc']:.3f}{val}"
+                       f"{test}, time {r['seconds']:.1f} sec")  # fmt: skip
+        self._hint(r)
+
+    def _partial(self, r: dict) -> None:
+        """An epoch cut short (max_steps): said as such, never as a finished epoch's line."""
+        test = f", test acc {r['test_acc']:.3f}" if "test_acc" in r else ""
+        self.print(f"epoch {r['epoch']} stopped after {r['batches']} batches ({100 * r['fraction']:.0f} % of it): "
+                   f"loss {r['train_loss']:.4f}, train acc {r['train_acc']:.3f}{test}")  # fmt: skip
+
+    def _hint(self, r: dict) -> None:
+        """A net stuck at chance (or diverged) after a few epochs: say what usually helps, once."""
+        stuck = not math.isfinite(r["train_loss"]) or (r["epoch"] >= CHANCE_EPOCHS and r["train_acc"] < 0.12)
+        if stuck and not self.hinted:
+            self.hinted = True
+            self.print(f"hint: training accuracy is still at chance ({r['train_acc']:.3f}) after epoch {r['epoch']}; "
+                       f"if it stays there, lr {self.cfg.lr} is likely too high for this net "
+                       "(ReLU nets: try --lr 0.1)")  # fmt: skip
 
     def finish(self, summary: dict) -> None:
         """The seed's closing lines, then throughput."""
         fmt = self.cfg.log_format
-        if fmt == "keras":  # model.evaluate(verbose=2) at Keras' default batch of 32
+        if summary["test_acc"] is None:  # trained without test data
+            self.print(f"loss {summary['train_loss']:.3f}, train acc {summary['train_acc']:.3f}")
+        elif fmt == "keras":  # model.evaluate(verbose=2) at Keras' default batch of 32
             steps = math.ceil(summary["test_examples"] / 32)
             self.print(f"{steps}/{steps} - loss: {summary['test_loss']:.4f} - accuracy: {summary['test_acc']:.4f}")
         elif fmt == "community":

@@ -1,0 +1,100 @@
+"""From a config to the objects a run trains: the device, the data, the model, its optimiser, schedule and loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, input_size
+from ..data import Dataset, load_dataset
+from ..errors import LenetError
+from ..models import create_model, init_weights
+from ..models.lenet1998 import SDLM, map_loss
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then the CPU; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise LenetError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LenetError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LenetError("device 'mps' requested but MPS is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def load_data(cfg: Config, root=None, device: torch.device | str = "cpu", verify: bool = True) -> Dataset:
+    """The dataset as `cfg` wants it, on `device`."""
+    return load_dataset(
+        cfg.dataset,
+        root,
+        scaling=cfg.scaling,
+        size=input_size(cfg),
+        resize=cfg.resize,
+        val_fraction=cfg.val_fraction,
+        device=device,
+        verify=verify,
+    )
+
+
+def build_model(cfg: Config, initialise: bool = True) -> nn.Module:
+    """The model `cfg` names; with initialise, seeded and initialised by the recipe's scheme."""
+    if initialise:
+        torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, **cfg.model_kwargs)
+    return init_weights(model, cfg.init) if initialise else model
+
+
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":  # eps 1e-8, as TF1's AdamOptimizer
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sdlm":  # LeCun 1998's stochastic diagonal Levenberg-Marquardt; needs an RBF output
+        return SDLM(params, model, lr=cfg.lr)
+    raise LenetError(f"optimizer {cfg.optimizer!r} is not available for model {cfg.model!r}")
+
+
+def lr_at(cfg: Config, step: int, total_steps: int, epoch: int) -> float:
+    """The learning rate for optimiser step `step` (0-based) of `total_steps`, a pure function of its inputs."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "piecewise":
+        return cfg.lr * cfg.lr_factors[min(epoch, len(cfg.lr_factors) - 1)]
+    t = step / max(total_steps, 1)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    # onecycle: a triangle from lr/10 up to lr at `warmup`, then down to 0 at the end
+    if t < cfg.warmup:
+        return cfg.lr * (0.1 + 0.9 * t / cfg.warmup)
+    return cfg.lr * max(0.0, (1.0 - t) / (1.0 - cfg.warmup))
+
+
+def per_sample_loss(cfg: Config, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss of each sample in the batch, (B,)."""
+    if cfg.loss == "map":
+        return map_loss(logits, y)
+    return F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
+
+
+def loss_denominator(cfg: Config, global_batch: int) -> float:
+    """What the summed batch loss is divided by before backward.
+
+    mean: the batch's size; sum: 1 (the community seed's reduction='sum'); nominal: the configured batch size
+    even for the short last batch, as Gluon's `loss.sum()` + `trainer.step(batch_size)` does in seed 000.
+    """
+    return {"mean": global_batch, "sum": 1, "nominal": cfg.batch_size}[cfg.reduction]
