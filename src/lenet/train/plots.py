@@ -406,7 +406,8 @@ def set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, legend) -> None:
     axes.set_ylabel(ylabel)
     axes.set_xscale(xscale)
     axes.set_yscale(yscale)
-    axes.set_xlim(xlim)
+    if not (xlim and xlim[0] == xlim[-1]):  # one epoch's [1, 1] would only warn
+        axes.set_xlim(xlim)
     axes.set_ylim(ylim)
     if legend:
         axes.legend(legend)
