@@ -349,9 +349,6 @@ def test_training_step_refuses_what_it_cannot_take():
     model.train()
     assert step(x.double(), y, 1.0) is None
     assert step(x, y.int(), 1.0) is None
-    keras_head = [nn.Sigmoid(), ClippedLog()]
-    with_bn = nn.Sequential(*create_model("lenet5-modern"), *keras_head)  # the per-sample classifier lacks it
-    assert fastpath.match(with_bn).linears is not None and fastpath.training_step(with_bn) is None
     half_head = nn.Sequential(*create_model("lenet5-mxnet"), nn.Sigmoid())  # sigmoid outputs as logits
     assert fastpath.match(half_head).linears is None
 
@@ -378,4 +375,21 @@ def test_keras_head_clips_as_pytorch_does():
     # float32 autograd loses ~1e-3 of the convolutions' small gradients here to cancellation: compare with float64
     nn.functional.cross_entropy(exact(x.double()), y, reduction="sum").backward()
     for (pname, a), b in zip(exact.named_parameters(), twin.parameters(), strict=True):
+        assert (b.grad - a.grad).abs().max().item() <= 2e-5 * a.grad.abs().max().item() + 1e-8, pname
+
+
+def test_keras_head_with_batch_norm_steps_as_pytorch_does():
+    """The per-sample classifier takes Keras' head too (sigmoid outputs, clipped log), so batch norm nets with it
+    train in C."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*build("lenet5-modern", {}), nn.Sigmoid(), ClippedLog())
+    twin = copy.deepcopy(model)
+    step = fastpath.training_step(twin, label_smoothing=0.1)
+    assert step is not None and not step.k.fused
+    x, y = torch.rand(37, 1, 28, 28), torch.randint(0, 10, (37,))
+    losses = nn.functional.cross_entropy(model(x), y, reduction="none", label_smoothing=0.1)
+    losses.sum().backward()
+    loss, _ = step(x, y, 1.0)
+    assert loss.item() == pytest.approx(losses.sum().item(), rel=1e-5)
+    for (pname, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert (b.grad - a.grad).abs().max().item() <= 2e-5 * a.grad.abs().max().item() + 1e-8, pname

@@ -38,6 +38,7 @@ class FrontEnd:
 
     @property
     def macros(self) -> dict[str, int | float]:
+        """The shape as csrc/ reads it (lenet_config.h's LENET_* macros)."""
         (c1, k1, pad1), (c2, k2, pad2) = self.conv1, self.conv2
         macros = dict(S=self.size, C1=c1, K1=k1, PAD1=pad1, ACT1=self.act1, POOL1=self.pool1, C2=c2, K2=k2,
                       PAD2=pad2, ACT2=self.act2, POOL2=self.pool2, BN=int(self.batch_norm))  # fmt: skip
@@ -45,8 +46,8 @@ class FrontEnd:
             macros.update(FC=1, H1=self.classifier[0], H2=self.classifier[1], NCLS=self.classifier[2],
                           ACTF=self.classifier[3])  # fmt: skip
             if self.classifier[4]:
-                macros.update(OUT_CLIPLOG=1, CLIP_EPS=self.classifier[4])  # a float's repr is exact C
-        return macros
+                macros.update(CLIPLOG=1, CLIP_EPS=self.classifier[4])  # a float's repr is exact C
+        return {f"LENET_{k}": v for k, v in macros.items()}
 
 
 @dataclass(frozen=True)

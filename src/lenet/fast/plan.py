@@ -39,8 +39,6 @@ def engine(found: Match, k: Kernels) -> tuple[str, str]:
     """(engine, reason) for a matched model whose kernels are built: what training_step and forward_fn do."""
     if found.linears is None:
         return FRONT_END, found.classifier_reason
-    if found.front.classifier[4] and not k.fused:
-        return FRONT_END, "Keras' output head with batch norm"
     return WHOLE_STEP, ""
 
 

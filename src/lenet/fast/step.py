@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Callable
 
@@ -28,19 +27,21 @@ def _params(found: Match, momentum: float = 0.0) -> tuple[Params, list[torch.Ten
     return prm, tensors
 
 
+def _count_batch(norms: tuple[nn.BatchNorm2d, nn.BatchNorm2d]) -> float:
+    """As BatchNorm2d.forward in training: count the batch, and return this step's running-statistics factor."""
+    norms[0].num_batches_tracked.add_(1)
+    norms[1].num_batches_tracked.add_(1)
+    m = norms[0].momentum
+    return m if m is not None else 1.0 / float(norms[0].num_batches_tracked)
+
+
 class _FrontEndFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, k: Kernels, found: Match, x, w1, b1, w2, b2, g1, be1, g2, be2):
         x = x.contiguous()
         norms = found.norms
         train = norms is not None and norms[0].training
-        momentum = 0.0
-        if train:  # as BatchNorm2d.forward: count the batch, then this step's factor for the running stats
-            norms[0].num_batches_tracked.add_(1)
-            norms[1].num_batches_tracked.add_(1)
-            m = norms[0].momentum
-            momentum = m if m is not None else 1.0 / float(norms[0].num_batches_tracked)
-        prm, _alive = _params(found, momentum)
+        prm, _alive = _params(found, _count_batch(norms) if train else 0.0)
         stats = x.new_empty(2 * (k.front.conv1[0] + k.front.conv2[0])) if train else None
         f = x.new_empty(x.shape[0], k.features)
         keep = any(ctx.needs_input_grad[3:])
@@ -56,20 +57,17 @@ class _FrontEndFunction(torch.autograd.Function):
     def backward(ctx, gf):
         k: Kernels = ctx.kernels
         x, w1, b1, w2, b2, g1, be1, g2, be2, stats = ctx.saved_tensors
-        batch = x.shape[0]
         gf = gf.contiguous()
-        bn = k.front.batch_norm
         grads = x.new_empty(k.grad_floats)
         prm, _alive = _params(ctx.found)
         with k.lock:
             if ctx.generation != k.generation:  # another forward has used the buffers since: refill them
-                f = k.buffer("f", batch * k.features)
                 refill = Params.from_buffer_copy(prm)
                 refill.momentum = 0.0  # the running statistics have moved for this batch already
                 scratch = k.buffer("stats", stats.numel()) if ctx.train else None
-                k.forward(refill, x, ctx.train, True, scratch, f)
+                k.forward(refill, x, ctx.train, True, scratch, k.buffer("f", x.shape[0] * k.features))
                 ctx.generation = k.generation
-            k.backward(prm, x, stats, gf, grads, bn)
+            k.backward(prm, x, stats, gf, grads, k.front.batch_norm)
         sizes = [math.prod(shape) for shape in k.grad_shapes]
         parts = [g.view(shape) for g, shape in zip(grads.split(sizes), k.grad_shapes, strict=True)]
         parts += [None] * (8 - len(parts))
@@ -111,111 +109,105 @@ def forward_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | Non
     return forward
 
 
-def training_step(model: nn.Module, label_smoothing: float = 0.0) -> Callable | None:
+class TrainingStep:
+    """step(x, y, scale): every parameter's .grad and the batch's (summed loss, number correct), in C.
+
+    The gradients live in one flat buffer that every step overwrites (as zero_grad(set_to_none=False) and
+    backward() would): each .grad is a view of it, bound again only when something else replaced it. Without
+    batch norm the whole step is one call (the lane engine); with it, the front end's forward, the classifier
+    and the front end's backward, three.
+    """
+
+    def __init__(self, found: Match, k: Kernels, label_smoothing: float):
+        self.found, self.k, self.smoothing = found, k, label_smoothing
+        fc1, fc2, fc3 = found.linears
+        norms = found.norms
+        bn = [norms[0].weight, norms[0].bias, norms[1].weight, norms[1].bias] if norms else []
+        front = [found.conv1.weight, found.conv1.bias, found.conv2.weight, found.conv2.bias] + bn
+        self.classifier = [fc1.weight, fc1.bias, fc2.weight, fc2.bias, fc3.weight, fc3.bias]
+        shapes = k.grad_shapes + [tuple(p.shape) if p is not None else (fc.out_features,)
+                                  for fc in (fc1, fc2, fc3) for p in (fc.weight, fc.bias)]  # fmt: skip
+        self.grads = torch.empty(k.grad_floats + k.classifier_grad_floats)
+        self.views, offset = [], 0
+        for p, shape in zip(front + self.classifier, shapes, strict=True):
+            n = math.prod(shape)
+            if p is not None:
+                self.views.append((p, self.grads[offset : offset + n].view(shape)))
+            offset += n
+        self.structs: dict = {}  # ctypes structs pointing at the parameters' storage, rebuilt when it moves
+
+    def accepts(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """Whether the kernels can take this batch (else the caller's eager step does)."""
+        size, norms = self.found.front.size, self.found.norms
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and x.shape[1:] == (1, size, size)
+            and y.device.type == "cpu"
+            and y.dtype == torch.int64
+            and y.shape == (x.shape[0],)
+            and x.shape[0] > 0
+            and not (norms and not (norms[0].training and norms[1].training))
+        )
+
+    def _lane_structs(self) -> tuple[Params, ClassifierParams]:
+        """The parameters' structs for the lane step, rebuilt only when a parameter's storage moved."""
+        found = self.found
+        tensors = [found.conv1.weight, found.conv1.bias, found.conv2.weight, found.conv2.bias, *self.classifier]
+        key = tuple(t.data_ptr() if t is not None else None for t in tensors)
+        if self.structs.get("key") != key:
+            prm, alive = _params(found)
+            kept = [t.detach().contiguous() if t is not None else None for t in self.classifier]
+            self.structs.update(prm=prm, cls=ClassifierParams(*(ptr(t) for t in kept)), alive=(alive, kept))
+            # a non-contiguous parameter was copied: the copy would not see the optimiser's updates
+            contiguous = all(t is None or t.is_contiguous() for t in tensors)
+            self.structs["key"] = key if contiguous else None
+        return self.structs["prm"], self.structs["cls"]
+
+    def _lanes(self, x, y, scale: float, out) -> int:
+        prm, cls = self._lane_structs()
+        with self.k.lock:
+            return self.k.lanes_step(prm, cls, x, y, self.smoothing, scale, self.grads, out)
+
+    def _per_sample(self, x, y, scale: float, out) -> int:
+        k, norms = self.k, self.found.norms
+        prm, _alive = _params(self.found, _count_batch(norms) if norms else 0.0)
+        kept = [t.detach().contiguous() if t is not None else None for t in self.classifier]
+        cls = ClassifierParams(*(ptr(t) for t in kept))
+        stats = x.new_empty(2 * (k.front.conv1[0] + k.front.conv2[0])) if norms else None
+        with k.lock:
+            f = k.buffer("f", x.shape[0] * k.features).view(x.shape[0], k.features)
+            gf = k.buffer("gf", x.shape[0] * k.features)
+            k.forward(prm, x, norms is not None, True, stats, f)
+            status = k.classifier_step(cls, f, y, self.smoothing, scale, gf, self.grads[k.grad_floats :], out)
+            if status == 0:
+                k.backward(prm, x, stats, gf, self.grads, norms is not None)
+        return status
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, scale: float):
+        if not self.accepts(x, y):
+            return None
+        x, y = x.contiguous(), y.contiguous()
+        out = torch.empty(2)
+        status = (self._lanes if self.k.fused else self._per_sample)(x, y, scale, out)
+        if status != 0:
+            raise IndexError(f"a target is out of bounds: labels must be in [0, {self.found.linears[2].out_features})")
+        for p, view in self.views:
+            if p.requires_grad and p.grad is not view:
+                p.grad = view
+        return out[0], out[1].long()
+
+
+def training_step(model: nn.Module, label_smoothing: float = 0.0) -> TrainingStep | None:
     """A whole training step's gradients in compiled code, or None when the model is not a LeNet it knows.
 
     step(x, y, scale) sets every parameter's .grad to the gradient of scale * (the summed cross-entropy of
-    the batch, with `label_smoothing`), as zero_grad() and backward() would (each .grad a view of one buffer
-    that the next step overwrites), and returns (summed loss, number correct) as tensors; or returns None,
-    untouched, for a batch it cannot take. Batch norm layers move their running statistics as in a PyTorch
-    training forward.
+    the batch, with `label_smoothing`), as zero_grad() and backward() would, and returns (summed loss, number
+    correct) as tensors; or returns None, untouched, for a batch it cannot take. Batch norm layers move their
+    running statistics as in a PyTorch training forward.
     """
     got = usable(model)
     if isinstance(got, str) or engine(*got)[0] != WHOLE_STEP:
         return None
-    found, k = got
-    fc1, fc2, fc3 = found.linears
-    norms, size, features = found.norms, found.front.size, k.features
-    # where each parameter's gradient lands in the flat buffer: the front end's, then the classifier's
-    bn = [norms[0].weight, norms[0].bias, norms[1].weight, norms[1].bias] if norms else []
-    front = [found.conv1.weight, found.conv1.bias, found.conv2.weight, found.conv2.bias] + bn
-    back = [fc1.weight, fc1.bias, fc2.weight, fc2.bias, fc3.weight, fc3.bias]
-    shapes = k.grad_shapes + [tuple(fc1.weight.shape), (fc1.out_features,), tuple(fc2.weight.shape),
-                              (fc2.out_features,), tuple(fc3.weight.shape), (fc3.out_features,)]  # fmt: skip
-    total = k.grad_floats + k.classifier_grad_floats
-    # The gradients live in one flat buffer that every step overwrites (as zero_grad(set_to_none=False) and
-    # backward() would): each .grad is a view of it, bound again only when something else replaced it.
-    grads = torch.empty(total)
-    views, offset = [], 0
-    for p, shape in zip(front + back, shapes, strict=True):
-        n = math.prod(shape)
-        if p is not None:
-            views.append((p, grads[offset : offset + n].view(shape)))
-        offset += n
-    structs: dict = {}  # ctypes structs pointing at the parameters' storage, rebuilt when it moves
-
-    def bind() -> None:
-        for p, view in views:
-            if p.requires_grad and p.grad is not view:
-                p.grad = view
-
-    def classifier() -> list[torch.Tensor | None]:
-        return [fc1.weight, fc1.bias, fc2.weight, fc2.bias, fc3.weight, fc3.bias]
-
-    def fused_structs() -> tuple[Params, ClassifierParams]:
-        head = classifier()
-        tensors = [found.conv1.weight, found.conv1.bias, found.conv2.weight, found.conv2.bias, *head]
-        key = tuple(t.data_ptr() if t is not None else None for t in tensors)
-        if structs.get("key") != key:
-            prm, alive = _params(found)
-            kept = [t.detach().contiguous() if t is not None else None for t in head]
-            structs.update(prm=prm, cls=ClassifierParams(*(ptr(t) for t in kept)), alive=(alive, kept))
-            # a non-contiguous parameter was copied: the copy would not see the optimiser's updates
-            contiguous = all(t is None or t.is_contiguous() for t in tensors)
-            structs["key"] = key if contiguous else None
-        return structs["prm"], structs["cls"]
-
-    def step(x: torch.Tensor, y: torch.Tensor, scale: float):
-        batch = x.shape[0]
-        if (
-            x.device.type != "cpu"
-            or x.dtype != torch.float32
-            or x.dim() != 4
-            or x.shape[1:] != (1, size, size)
-            or y.device.type != "cpu"
-            or y.dtype != torch.int64
-            or y.shape != (batch,)
-            or batch == 0
-            or (norms and not (norms[0].training and norms[1].training))
-        ):
-            return None
-        x, y = x.contiguous(), y.contiguous()
-        out = torch.empty(2)
-        threads = torch.get_num_threads()
-        if k.fused:
-            prm, cls = fused_structs()
-            with k.lock:
-                ws = k.buffer("step", k.step_workspace(batch, threads))
-                status = k.lib.lenet_step(batch, threads, ctypes.byref(prm), ctypes.byref(cls), x.data_ptr(),
-                                          y.data_ptr(), label_smoothing, scale, grads.data_ptr(), out.data_ptr(),
-                                          ws.data_ptr())  # fmt: skip
-            if status != 0:
-                raise IndexError(f"a target is out of bounds: labels must be in [0, {fc3.out_features})")
-            bind()
-            return out[0], out[1].long()
-        train = norms is not None
-        momentum = 0.0
-        if train:  # as BatchNorm2d.forward: count the batch, then this step's factor for the running stats
-            norms[0].num_batches_tracked.add_(1)
-            norms[1].num_batches_tracked.add_(1)
-            m = norms[0].momentum
-            momentum = m if m is not None else 1.0 / float(norms[0].num_batches_tracked)
-        prm, _alive = _params(found, momentum)
-        kept = [t.detach().contiguous() if t is not None else None for t in classifier()]
-        cls = ClassifierParams(*(ptr(t) for t in kept))
-        stats = x.new_empty(2 * (k.front.conv1[0] + k.front.conv2[0])) if train else None
-        with k.lock:
-            f, gf = k.buffer("f", batch * features), k.buffer("gf", batch * features)
-            k.forward(prm, x, train, True, stats, f)
-            ws = k.buffer("classifier", k.lib.lenet_classifier_workspace_floats(batch, threads))
-            status = k.lib.lenet_classifier(batch, threads, ctypes.byref(cls), f.data_ptr(), y.data_ptr(),
-                                            label_smoothing, scale, gf.data_ptr(),
-                                            grads[k.grad_floats :].data_ptr(), out.data_ptr(),
-                                            ws.data_ptr())  # fmt: skip
-            if status != 0:
-                raise IndexError(f"a target is out of bounds: labels must be in [0, {fc3.out_features})")
-            k.backward(prm, x, stats, gf, grads, train)
-        bind()
-        return out[0], out[1].long()
-
-    return step
+    return TrainingStep(*got, label_smoothing)

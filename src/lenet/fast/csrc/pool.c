@@ -1,0 +1,138 @@
+/* lenet_parallel: a loop over tasks spread over threads, with POSIX threads only (Apple's clang has no
+ * OpenMP, and an OpenMP runtime of our own would sit beside PyTorch's).
+ *
+ * The workers live as long as the library. Each parallel call is a job: its tasks are handed out one at a
+ * time through an atomic counter, so a thread that another process holds up delays only its own task.
+ * Between jobs a worker spins for a short while (the next step's call comes within a fraction of a
+ * millisecond in a training loop) and then sleeps on a condition variable. One job at a time per library.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "common.h"
+
+enum { MAX_WORKERS = 255, SPIN_NS = 100000 };
+
+static struct {
+    pthread_mutex_t call;  /* held through a whole parallel call */
+    pthread_mutex_t lock;  /* with wake and done: sleeping and waking */
+    pthread_cond_t wake, done;
+    int workers;           /* started so far; worker i is thread i (the caller is thread 0) */
+    lenet_task fn;         /* the current job */
+    void *ctx;
+    int tasks, helpers;    /* workers 1..helpers take part in it */
+    atomic_int next;       /* the next task to hand out */
+    atomic_int running;    /* helpers still in the job */
+    atomic_ulong generation; /* one more for every job */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          0, NULL, NULL, 0, 0, 0, 0, 0};
+
+static unsigned long start_generation[MAX_WORKERS + 1]; /* what worker i last saw when it was started */
+
+static void pause_briefly(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void take_tasks(int thread) {
+    pool.fn(pool.ctx, LENET_THREAD_START, thread);
+    for (int task; (task = atomic_fetch_add(&pool.next, 1)) < pool.tasks;) pool.fn(pool.ctx, task, thread);
+    pool.fn(pool.ctx, LENET_THREAD_END, thread);
+}
+
+static void *worker(void *arg) {
+    const int id = (int)(intptr_t)arg;
+    unsigned long seen = start_generation[id];
+    for (;;) {
+        unsigned long now = atomic_load_explicit(&pool.generation, memory_order_acquire);
+        for (long long until = 0, spins = 0; now == seen; spins++) { /* spin a while, then sleep */
+            if (spins % 64 == 0) {
+                const long long t = now_ns();
+                if (!until) until = t + SPIN_NS;
+                if (t > until) {
+                    pthread_mutex_lock(&pool.lock);
+                    while ((now = atomic_load(&pool.generation)) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+                    pthread_mutex_unlock(&pool.lock);
+                    break;
+                }
+            }
+            pause_briefly();
+            now = atomic_load_explicit(&pool.generation, memory_order_acquire);
+        }
+        seen = now;
+        if (id > pool.helpers) continue;
+        take_tasks(id);
+        if (atomic_fetch_sub(&pool.running, 1) == 1) {
+            pthread_mutex_lock(&pool.lock);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.lock);
+        }
+    }
+    return NULL;
+}
+
+/* A forked child has the pool's memory but none of its threads: it starts them again. */
+static void forget_workers(void) {
+    pthread_mutex_init(&pool.call, NULL);
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.workers = 0;
+}
+
+static pthread_once_t at_fork_once = PTHREAD_ONCE_INIT;
+static void register_at_fork(void) { pthread_atfork(NULL, NULL, forget_workers); }
+
+void lenet_parallel(int threads, int tasks, lenet_task fn, void *ctx) {
+    threads = LENET_MIN(threads, LENET_MIN(tasks, MAX_WORKERS + 1));
+    if (threads <= 1) {
+        fn(ctx, LENET_THREAD_START, 0);
+        for (int task = 0; task < tasks; task++) fn(ctx, task, 0);
+        fn(ctx, LENET_THREAD_END, 0);
+        return;
+    }
+    pthread_once(&at_fork_once, register_at_fork);
+    pthread_mutex_lock(&pool.call);
+    while (pool.workers < threads - 1) { /* start the workers this job needs (they wait for it) */
+        const int id = pool.workers + 1;
+        start_generation[id] = atomic_load(&pool.generation);
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const int failed = pthread_create(&t, &attr, worker, (void *)(intptr_t)id);
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        pool.workers = id;
+    }
+    pool.fn = fn, pool.ctx = ctx, pool.tasks = tasks;
+    pool.helpers = LENET_MIN(threads - 1, pool.workers);
+    atomic_store(&pool.next, 0);
+    atomic_store(&pool.running, pool.helpers);
+    pthread_mutex_lock(&pool.lock);
+    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    take_tasks(0);
+    for (long spins = 0; atomic_load(&pool.running) > 0; spins++) {
+        if (spins > 20000) {
+            pthread_mutex_lock(&pool.lock);
+            while (atomic_load(&pool.running) > 0) pthread_cond_wait(&pool.done, &pool.lock);
+            pthread_mutex_unlock(&pool.lock);
+            break;
+        }
+        pause_briefly();
+    }
+    pthread_mutex_unlock(&pool.call);
+}
