@@ -117,9 +117,18 @@ def max_difference(model: nn.Module, run: Callable[[np.ndarray], np.ndarray], si
 
 
 def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> tuple[Path, float]:
-    """Export a trained run: (the file written, its largest difference from torch on random inputs)."""
+    """Export a trained run: (the file written, its largest difference from torch on random inputs).
+
+    "web" writes the drawing page as a folder (lenet.infer.web; default RUN/web): its weights are the model's
+    own bytes, so the difference is 0; the page's JavaScript forward pass is held to torch by the tests.
+    """
+    if fmt == "web":
+        from .web import export_web
+
+        folder = Path(run) if Path(run).is_dir() else Path(run).parent
+        return export_web(run, out if out is not None else folder / "web")[0], 0.0
     if fmt not in FORMATS:
-        raise LenetError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise LenetError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}, web")
     model, cfg, _ = load_run(run, "cpu")
     if out is None:
         folder = Path(run) if Path(run).is_dir() else Path(run).parent

@@ -1,5 +1,6 @@
 """`lenet serve`: draw a digit in the browser and watch every layer of a trained LeNet read it."""
 
-from .app import create_app, listen, url
+from .app import create_app
+from .net import listen, url, urls
 
-__all__ = ["create_app", "listen", "url"]
+__all__ = ["create_app", "listen", "url", "urls"]
