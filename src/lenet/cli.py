@@ -185,30 +185,50 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     try:
         import python_multipart  # noqa: F401  (form uploads)
+        import segno  # noqa: F401  (the QR code of the address)
         import uvicorn
 
-        from .serve import create_app, listen, url
+        from .serve import create_app, listen, urls
+        from .serve.net import qr_text
     except ModuleNotFoundError as e:
         raise LenetError(f"lenet serve needs the {e.name} package: pip install 'lenet[serve]'") from None
+    from pathlib import Path
+
     import torch
 
     from .data import load_raw
     from .infer.predict import Predictor
+    from .infer.web import check_same_dataset
 
+    if len(args.run) > 2:
+        raise LenetError(f"lenet serve shows one model or two side by side, not {len(args.run)}")
     # One image at a time through a LeNet is far too small to split across threads: on a busy machine the
     # threads' hand-offs cost ~100x the arithmetic. Concurrent requests are the parallelism.
     torch.set_num_threads(1)
-    predictor = Predictor.from_run(args.run, "cpu")
+    predictors = [Predictor.from_run(run, "cpu") for run in args.run]
+    check_same_dataset([p.config for p in predictors], args.run)
+    # --root, else the data the run was trained on, else $LENET_DATA / ~/.cache/lenet
+    root = args.root if args.root is not None else predictors[0].info.get("data_root")
+    note = None
     try:
-        samples = load_raw(predictor.config.dataset, "test", args.root, verify=not args.no_verify)
+        samples = load_raw(predictors[0].config.dataset, "test", root, verify=not args.no_verify)
     except LenetError as e:
         samples = None
-        print(f"note: no sample button ({e})", file=sys.stderr)
+        note = f"no test images for the Sample button ({e}); start lenet serve with --root DATA"
+        print(f"note: no sample button: {e}; give --root DATA", file=sys.stderr)
     sock = listen(args.host, args.port)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    addresses = urls(sock)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    names = " and ".join(p.config.model for p in predictors)
+    print(f"serving {names} on {addresses[0]} (Ctrl-C to stop)", flush=True)
+    if not loopback:
         print(f"warning: listening on {args.host}: other machines can reach this server", file=sys.stderr)
-    print(f"serving {predictor.config.model} on {url(sock)} (Ctrl-C to stop)", flush=True)
-    config = uvicorn.Config(create_app(predictor, samples), log_level="warning", access_log=False)
+        for address in addresses[1:]:
+            print(f"  also on {address}")
+        print(f"students open {addresses[0]}, or scan:\n{qr_text(addresses[0])}", flush=True)
+    app = create_app(predictors, samples, runs=[Path(r) for r in args.run], addresses=[] if loopback else addresses,
+                     **({"sample_note": note} if note else {}))  # fmt: skip
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
@@ -216,7 +236,20 @@ def cmd_serve(args) -> int:
 def cmd_export(args) -> int:
     from .infer.export import export_run
 
-    path, difference = export_run(args.run, args.format, args.output)
+    if args.output and args.dest:
+        raise LenetError("give the destination once: as DEST or as -o/--output")
+    dest = args.output or args.dest
+    if args.format == "web":
+        from pathlib import Path
+
+        from .infer.web import export_web
+
+        run = Path(args.run)
+        folder, count = export_web(run, dest or (run if run.is_dir() else run.parent) / "web", root=args.root)
+        print(f"wrote {folder} ({count} files): open {folder / 'index.html'} in a browser, or serve the folder "
+              f"from any static host (python -m http.server -d {folder})")  # fmt: skip
+        return 0
+    path, difference = export_run(args.run, args.format, dest)
     if difference > 1e-3:
         raise LenetError(f"{path}: the exported model disagrees with torch (max difference {difference:.2g})")
     print(f"wrote {path} ({path.stat().st_size:,} bytes); outputs match torch within {difference:.1e} "
@@ -406,16 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
 
     p = add("serve", "the drawing web app: live prediction and every layer's activations", cmd_serve)
-    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
+    p.add_argument("run", nargs="+", help="run folder, model.safetensors or checkpoint.pt; two: side by side")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=_number(int, 0, high=65535), default=8000, help="port (0: any free one)")
     data_args(p)
 
     p = add("export", "export a trained run to ONNX or TorchScript, checked against torch", cmd_export)
     p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
-    formats = "onnx: one file for onnxruntime; torchscript: for torch.jit.load and libtorch"
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help=formats)
-    p.add_argument("-o", "--output", help="file to write (default: model.onnx / .torchscript.pt beside it)")
+    p.add_argument("dest", nargs="?", help="file (onnx, torchscript) or folder (web) to write; as -o")
+    formats = ("onnx: one file for onnxruntime; torchscript: for torch.jit.load and libtorch; web: the drawing "
+               "page as static files, no server needed")  # fmt: skip
+    p.add_argument("--format", choices=("onnx", "torchscript", "web"), default="onnx", help=formats)
+    p.add_argument("-o", "--output", help="default: model.onnx / model.torchscript.pt / web/ beside the weights")
+    p.add_argument("--root", help="web: data root for the Sample button's test images (default: the run's)")
 
     p = add("models", "list the registered models", cmd_models)
     p.add_argument("--json", action="store_true")
