@@ -93,7 +93,7 @@ def list_snapshots(run: str | os.PathLike) -> list[dict]:
     index) are listed from their own metadata.
     """
     run = Path(run)
-    folder = (run if run.is_dir() else run.parent) / FOLDER
+    folder = (run.parent if run.is_file() else run) / FOLDER
     if not folder.is_dir():
         return []
     try:
