@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from lenet import data
@@ -249,6 +250,20 @@ CASES = {
         "unknown model 'vgg'",
     ),
     "resume with a recipe flag": (copied_run(unfinished, *RESUME, "--lr", "0.5"), "drop --lr"),
+    "out onto an existing run": (copied_run(lambda r: None, *TRAIN, "--out", "{run}"), "already holds a run"),
+    "predict: image and run swapped": (
+        copied_run(lambda r: Image.new("L", (28, 28)).save(r / "digit.png"), "predict", "{run}/digit.png", "{run}"),
+        "the run comes first",
+    ),
+    "root is the dataset's own folder": (
+        plain(["train", *TINY, "--root", "{root}/mnist", "--no-verify"]),
+        "is the mnist folder itself; the data root is its parent",
+    ),
+    "data download into the dataset's own folder": (
+        plain(["data", "download", "mnist", "--root", "{root}/mnist"]),
+        "is the mnist folder itself",
+    ),
+    "model option without a value": (plain([*TRAIN, "--model-arg", "relu"]), "expected KEY=VALUE"),
 }
 
 

@@ -1,5 +1,3 @@
-import sys
+from .program import run
 
-from .cli import main
-
-sys.exit(main())
+run()

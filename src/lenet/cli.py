@@ -114,7 +114,7 @@ def cmd_train(args) -> int:
         run = train(resume=args.resume, epochs=args.epochs, root=args.root, device=args.device,
                     verify=not args.no_verify, download=args.download, max_steps=args.max_steps,
                     fast=not args.no_fastpath, tensorboard=args.tensorboard, snapshots=args.snapshots,
-                    resume_command="lenet train --resume {run}")  # fmt: skip
+                    resume_command="lenet train --resume {run}", program=_PROGRAM)  # fmt: skip
     else:
         from .train.run import default_run_dir
 
@@ -122,7 +122,7 @@ def cmd_train(args) -> int:
         run = train(args.recipe, out=out, overwrite=args.overwrite, root=args.root, device=args.device,
                     verify=not args.no_verify, download=args.download, max_steps=args.max_steps,
                     fast=not args.no_fastpath, tensorboard=args.tensorboard, snapshots=args.snapshots,
-                    dry_run=args.dry_run, resume_command="lenet train --resume {run}",
+                    dry_run=args.dry_run, resume_command="lenet train --resume {run}", program=_PROGRAM,
                     **overrides)  # fmt: skip
     if run.stopped not in (None, "max-steps"):
         return 128 + signal.Signals["SIG" + run.stopped.removeprefix("SIG")].value
@@ -485,6 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> None:
+    """The `lenet` program (lenet.program.run): main() with the exit status."""
+    global _PROGRAM
+    _PROGRAM = True
+    sys.exit(main())
+
+
+_PROGRAM = False  # running as the program: a Ctrl-C after the first one changes nothing any more
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -494,9 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C anywhere, start-up included: one line (a run says what it kept)
+        if _PROGRAM:  # another Ctrl-C while the program exits must not become a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(str(e) or "interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

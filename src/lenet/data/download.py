@@ -79,6 +79,8 @@ def download(
     """Download a dataset's four files into <root>/<name>/, skipping files already present and verified."""
     info, root = get_dataset_info(name), resolve_root(root)
     folder = root / info.name
+    if not folder.is_dir() and any((root / spec.name).is_file() for spec in info.files):
+        raise LenetError(f"{root} is the {info.name} folder itself; the data root is its parent: --root {root.parent}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

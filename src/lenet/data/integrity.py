@@ -75,6 +75,11 @@ def check_file(path: Path, spec: DataFile) -> Checked:
 
 
 def _missing(info: DatasetInfo, spec: DataFile, root: Path) -> LenetError:
+    """Where the file should be and how to get it; or, when `root` is the dataset's own folder, its parent."""
+    if any((root / name).is_file() for name in (spec.name, spec.name.removesuffix(".gz"))):
+        return LenetError(
+            f"{root} is the {info.name} folder itself; the data root is its parent: --root {root.parent}"
+        )
     return LenetError(
         f"{info.name}: {spec.name} not found in {root / info.name}; run: lenet data download {info.name} --root {root}"
     )

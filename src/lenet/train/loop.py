@@ -100,7 +100,7 @@ def fast_path_plan(model: nn.Module, cfg: Config, world_size: int = 1, enabled: 
     """Which fast path a training step of `model` under `cfg` takes, and why (see lenet.fast.plan)."""
     device = next(model.parameters()).device
     if not enabled:
-        return Plan.off("turned off (--no-fastpath)")
+        return Plan.off("--no-fastpath")
     if device.type != "cpu":
         return Plan.off(f"it is for the CPU; on {device.type} PyTorch's own kernels run")
     if world_size > 1:

@@ -70,10 +70,11 @@ class Run:
 
 
 @contextmanager
-def stop_signals() -> Iterator[list[int]]:
+def stop_signals(ignore_after_stop: bool = False) -> Iterator[list[int]]:
     """SIGINT and SIGTERM noted in the yielded list (training ends the epoch there, with a checkpoint); a
-    second signal stops at once. The previous handlers come back on exit. Outside the main thread, where
-    Python cannot take signals, the list stays empty."""
+    second signal stops at once. The previous handlers come back on exit, unless a signal came and
+    `ignore_after_stop` (a program on its way out: further presses are ignored). Outside the main thread,
+    where Python cannot take signals, the list stays empty."""
     signals: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield signals
@@ -89,7 +90,7 @@ def stop_signals() -> Iterator[list[int]]:
         yield signals
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if signals and ignore_after_stop else handler)
 
 
 def versions() -> dict:
@@ -224,14 +225,15 @@ def train(
     verbose: bool = True,
     dry_run: bool = False,
     resume_command: str | None = None,
+    program: bool = False,
     **overrides,
 ) -> Run:
     """Train a recipe (by name) or a config end to end, as `lenet train` does; returns the Run.
 
     config, **overrides: a recipe name or a lenet.Config, and fields to change (`epochs=3, lr=0.1`).
-    model: a registered model's name, or a model of your own instead of the config's (initialised by the recipe's `init` scheme,
-        seeded; init="default" keeps its weights). An nn.Sequential of standard layers is written down in
-        config.json, so the command line can evaluate, export and serve it.
+    model: a registered model's name, or a model of your own instead of the config's (initialised by the
+        recipe's `init` scheme, seeded; init="default" keeps its weights). An nn.Sequential of standard
+        layers is written down in config.json, so the command line can evaluate, export and serve it.
     out: the run folder to write (from Python, none unless given); refused if it holds a run, unless
         `overwrite` (which removes that run's files first).
     resume: a run folder to continue (with its own config); `epochs=N` extends a finished run whose
@@ -240,6 +242,8 @@ def train(
     progress, plot, verbose: a progress bar (None: on terminals and in notebooks), live curves, the
         seed's printout. A first Ctrl-C (SIGINT/SIGTERM) stops at the next step with a checkpoint; the
         returned Run then says `stopped`.
+    resume_command, program: for the command line: how to tell the user to continue ("{run}" for the
+        folder), and that the process exits after a stop (further Ctrl-C's are then ignored).
     """
     started = time.perf_counter()
     if resume is not None:
@@ -291,6 +295,7 @@ def train(
             model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root, rank,
             max_steps=1 if dry_run else max_steps, fast=fast, tensorboard=tensorboard, snapshots=snapshots,
             progress=progress and rank.main if progress is not None else (None if rank.main else False), plot=plot,
+            program=program,
         )  # fmt: skip
     except KeyboardInterrupt:
         raise Interrupted(_abandon(run_dir, created)) from None
@@ -346,7 +351,7 @@ def _abandon(run_dir: RunDir | None, created: bool) -> str:
 
 
 def _fit(model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root, rank, *, max_steps, fast,
-         tensorboard, snapshots, progress, plot):  # fmt: skip
+         tensorboard, snapshots, progress, plot, program):  # fmt: skip
     """fit() with the run's hooks: printing, checkpoints, TensorBoard, snapshots, signals."""
     if run_dir is not None:
         if ckpt:
@@ -374,21 +379,34 @@ def _fit(model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root,
         if cfg.log_every and step % cfg.log_every == 0 and rank.main:
             reporter.step_eval(step, evaluate(model, data.test, cfg.eval_batch_size)["acc"])
 
+    curves = None
+    if plot and rank.main:
+        from .plots import TrainingCurves
+
+        curves = TrainingCurves(cfg.epochs, path=run_dir / "curves.png" if run_dir else None)
+        for record in state.history.epochs:  # a resumed run's curves start where it left off
+            curves.on_epoch(record)
+
     def on_epoch(record):
         reporter.epoch(record)
+        if curves is not None:
+            curves.on_epoch(record)
         if writer and not record.get("partial"):
             for key, value in record.items():
                 if key != "epoch":
                     writer.add_scalar(key, value, record["epoch"])
 
-    with stop_signals() as signals:
+    with stop_signals(ignore_after_stop=program) as signals:
         history = fit(
             model, data, cfg, max_steps=max_steps, state=state, optimizer=optimizer, on_step=on_step,
-            on_epoch=on_epoch, on_checkpoint=run_dir.save_checkpoint if run_dir else None,
+            on_epoch=on_epoch, on_progress=curves.on_progress if curves is not None else None,
+            on_checkpoint=run_dir.save_checkpoint if run_dir else None,
             stop=lambda: bool(signals), progress=progress, fast=fast, rank=rank.rank, world_size=rank.world_size,
         )  # fmt: skip
     if writer:
         writer.close()
+    if curves is not None:
+        curves.close()
     signum = None
     if state.stopped:
         signum = signals[0] if signals else signal.SIGTERM  # a rank that did not get the signal itself
