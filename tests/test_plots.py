@@ -159,3 +159,29 @@ def test_live_curves_never_raise_on_an_unwritable_file(tmp_path, capsys):
     curves.add(2, 2.0)
     err = capsys.readouterr().err
     assert err.count("cannot write") == 1 and "curves not drawn" in err
+
+
+def test_activations_command(run_dir, tmp_path, capsys):
+    """`lenet activations RUN IMAGE...`: the chosen layers' feature maps of each image file, as one PNG."""
+    from PIL import Image, ImageDraw
+
+    from lenet.cli import main
+
+    files = []
+    for name, box in (("one.png", (45, 10, 55, 90)), ("block.png", (20, 20, 80, 80))):
+        image = Image.new("L", (100, 100), 255)
+        ImageDraw.Draw(image).rectangle(box, fill=0)
+        image.save(tmp_path / name)
+        files.append(str(tmp_path / name))
+    assert main(["activations", str(run_dir), *files]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"wrote {run_dir / 'activations.png'}: act1 (6, 28, 28), act2 (16, 10, 10) for 2 image(s)")
+    assert (run_dir / "activations.png").read_bytes().startswith(PNG)
+    target = tmp_path / "conv1.png"
+    assert main(["activations", str(run_dir), files[0], "--layers", "conv1,fc1", "-o", str(target)]) == 0
+    assert "conv1 (6, 28, 28), fc1 (120,)" in capsys.readouterr().out and target.is_file()
+    assert main(["activations", str(run_dir), files[0], "--layers", "conv7"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown layer 'conv7'; the model's layers: conv1, bn1")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["activations", str(run_dir), str(tmp_path / "notes.txt")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

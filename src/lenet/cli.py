@@ -178,6 +178,33 @@ def cmd_predict(args) -> int:
     return status
 
 
+def cmd_activations(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .infer.predict import Predictor
+    from .train.plots import activations, layer_outputs
+
+    predictor = Predictor.from_run(args.run, "cpu")
+    images = np.stack([predictor.prepare(file) for file in args.images])  # as `lenet predict` reads them
+    probs = predictor.probabilities(images)
+    titles = [f"{Path(file).name}: {predictor.classes[int(p.argmax())]} ({p.max():.2f})"
+              for file, p in zip(args.images, probs, strict=True)]  # fmt: skip
+    layers = [int(x) if x.lstrip("-").isdigit() else x for x in args.layers.split(",")] if args.layers else None
+    x = predictor.to_input(images)
+    figure = activations(predictor.model, x, layers, titles=titles)
+    run = Path(args.run)
+    out = Path(args.output) if args.output else (run if run.is_dir() else run.parent) / "activations.png"
+    try:
+        figure.save(out)
+    except OSError as e:
+        raise LenetError(f"{out}: cannot write the figure ({e.strerror})") from None
+    shown = ", ".join(f"{name} {tuple(o.shape[1:])}" for name, _, o in layer_outputs(predictor.model, x[:1], layers))
+    print(f"wrote {out}: {shown} for {len(images)} image(s)")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------
 # lenet serve / export
 
@@ -467,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", "lenet's trainer beside the d2l loop and Keras: samples/s, ratio, roof", cmd_bench)
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist", help="random pixels if not on disk")
     p.add_argument("--root", help="data root (default: $LENET_DATA, else ~/.cache/lenet)")
+
+    p = add("activations", "a PNG of chosen layers' feature maps for image files (default: the first two)",
+            cmd_activations)  # fmt: skip
+    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
+    p.add_argument("images", nargs="+", help="image files, read as `lenet predict` reads them")
+    p.add_argument("--layers", help="comma-separated layer names or indices (default: the first two conv stages)")
+    p.add_argument("-o", "--output", help="PNG file to write (default: activations.png beside the weights)")
     p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds; medians are reported")
     p.add_argument("--steps", type=positive_int, default=40, help="batches of 256 per contestant per round")
     p.add_argument("--threads", type=positive_int, help="PyTorch and TensorFlow threads (default: PyTorch's)")
