@@ -299,3 +299,19 @@ def test_fit_and_evaluate_take_what_users_hold(fake_root):
     assert lenet.evaluate(net, test_iter)["n"] == 200
     with pytest.raises(LenetError, match="images are torch.uint8"):
         lenet.evaluate(net, ((X * 255).to(torch.uint8), y))
+
+
+def test_snapshots_are_kept_in_the_run_folder(fake_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(cli_args(fake_root, out, "--epochs", "2", "--batch-size", "20", "--snapshots")) == 0
+    index = json.loads((out / "snapshots" / "index.json").read_text())
+    assert [s["step"] for s in index["snapshots"]] == [0, 10, 30, 60]  # early steps, then each epoch's end
+    assert all((out / "snapshots" / s["file"]).is_file() for s in index["snapshots"])
+    with pytest.raises(LenetError, match="pass out="):
+        lenet.train("fast", snapshots=True, root=fake_root, verify=False)
+
+
+def test_a_relu_net_stuck_at_chance_gets_a_hint(fake_root, tmp_path, capsys):
+    args = ["--recipe", "d2l", "--model-arg", "activation=relu", "--lr", "20", "--epochs", "2"]
+    assert main(cli_args(fake_root, tmp_path / "run", *args)) == 0
+    assert "hint: training accuracy is still at chance" in capsys.readouterr().out

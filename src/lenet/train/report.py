@@ -14,8 +14,9 @@ CHANCE_EPOCHS = 2  # after this many epochs at chance accuracy, the run suggests
 class Reporter:
     """Prints a run's start, one line per epoch in the recipe's format, and its closing lines."""
 
-    def __init__(self, cfg: Config, device: str, out: TextIO | None = None):
+    def __init__(self, cfg: Config, device: str, out: TextIO | None = None, relu: bool = False):
         self.cfg, self.device, self.out = cfg, device, out
+        self.relu = relu  # the net has ReLU-like units: at chance, its learning rate is the usual suspect
         self.hinted = False
 
     def print(self, line: str) -> None:
@@ -65,11 +66,15 @@ class Reporter:
     def _hint(self, r: dict) -> None:
         """A net stuck at chance (or diverged) after a few epochs: say what usually helps, once."""
         stuck = not math.isfinite(r["train_loss"]) or (r["epoch"] >= CHANCE_EPOCHS and r["train_acc"] < 0.12)
-        if stuck and not self.hinted:
-            self.hinted = True
-            self.print(f"hint: training accuracy is still at chance ({r['train_acc']:.3f}) after epoch {r['epoch']}; "
-                       f"if it stays there, lr {self.cfg.lr} is likely too high for this net "
-                       "(ReLU nets: try --lr 0.1)")  # fmt: skip
+        if not stuck or self.hinted:
+            return
+        self.hinted = True
+        where = f"training accuracy is still at chance ({r['train_acc']:.3f}) after epoch {r['epoch']}"
+        if self.relu or not math.isfinite(r["train_loss"]):
+            self.print(f"hint: {where}: lr {self.cfg.lr} is likely too high for this net; try --lr 0.1")
+        else:
+            self.print(f"hint: {where}; sigmoid LeNets often start slowly (d2l's sat at chance for its first "
+                       "epochs); if it stays there, try more epochs or a lower --lr")  # fmt: skip
 
     def finish(self, summary: dict) -> None:
         """The seed's closing lines, then throughput."""

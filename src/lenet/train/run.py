@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import platform
 import signal
 import sys
@@ -261,6 +262,8 @@ def train(
         folder = Path(out) if out is not None else None
         cfg, ckpt = _config_for(config, model, overrides), None
         model = model if isinstance(model, nn.Module) else None
+        if snapshots and folder is None and not dry_run:
+            raise LenetError("snapshots are kept in the run folder: pass out= (a folder) too")
         if folder is not None and RunDir(folder, create=False).holds_run() and not overwrite and not dry_run:
             raise LenetError(
                 f"{folder} already holds a run; continue it with --resume {folder}, or replace it with --overwrite"
@@ -289,7 +292,8 @@ def train(
     created = run_dir is not None and ckpt is None
     shown = str(where) if rank.world_size == 1 else f"{where} x {rank.world_size} processes"
     quiet = not (verbose and rank.main)
-    reporter = Reporter(cfg, shown, out=io.StringIO() if quiet else None)
+    relu = any(isinstance(m, nn.ReLU | nn.LeakyReLU | nn.ELU | nn.GELU | nn.SiLU) for m in model.modules())
+    reporter = Reporter(cfg, shown, out=io.StringIO() if quiet else None, relu=relu)
     try:
         history, state, plan, signum = _fit(
             model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root, rank,
@@ -375,9 +379,19 @@ def _fit(model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root,
             raise LenetError("--tensorboard needs the tensorboard package: pip install 'lenet[tensorboard]'") from None
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
+    keeper = None
+    if snapshots and run_dir is not None:
+        from .snapshots import SnapshotWriter
+
+        keeper = SnapshotWriter(run_dir.path, math.ceil(len(data.train) / cfg.batch_size), cfg.epochs)
+        if state.step == 0:
+            keeper.after_step(model, cfg, 0)
+
     def on_step(step, epoch, index, batches):
         if cfg.log_every and step % cfg.log_every == 0 and rank.main:
             reporter.step_eval(step, evaluate(model, data.test, cfg.eval_batch_size)["acc"])
+        if keeper is not None:
+            keeper.after_step(model, cfg, step)
 
     curves = None
     if plot and rank.main:
@@ -389,6 +403,8 @@ def _fit(model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root,
 
     def on_epoch(record):
         reporter.epoch(record)
+        if keeper is not None:
+            keeper.after_epoch(model, cfg, record)
         if curves is not None:
             curves.on_epoch(record)
         if writer and not record.get("partial"):
