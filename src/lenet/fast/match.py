@@ -16,9 +16,21 @@ from torch import nn
 from ..models import ClippedLog
 from .chain import Call, FlattenTo, layers
 
-# the activations the kernels compute (their numbers in csrc/), and the poolings
-ACTIVATIONS = {nn.Identity: 0, nn.Sigmoid: 1, nn.ReLU: 2}
+# the activations the kernels compute (their numbers in csrc/common.h), and the poolings
+ACTIVATIONS = {nn.Identity: 0, nn.Sigmoid: 1, nn.ReLU: 2, nn.Tanh: 3, nn.LeakyReLU: 4}
 POOLS = {nn.AvgPool2d: 0, nn.MaxPool2d: 1}
+
+
+def activation(m: nn.Module) -> tuple[int, float] | None:
+    """(csrc's number, LeakyReLU's negative slope or 0.0) for an activation the kernels compute, else None.
+
+    The kernels take a LeakyReLU's gradient from its output, which tells the sign of its input only for a
+    slope >= 0."""
+    code = ACTIVATIONS.get(type(m))
+    if code is None:
+        return None
+    slope = float(m.negative_slope) if isinstance(m, nn.LeakyReLU) else 0.0
+    return None if slope < 0.0 else (code, slope)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class FrontEnd:
     batch_norm: bool = False
     # (hidden 1, hidden 2, classes, activation, clip): clip > 0 for Keras' head, log(clamp(sigmoid, clip, 1 - clip))
     classifier: tuple[int, int, int, int, float] | None = None
+    slopes: tuple[float, float, float] = (0.0, 0.0, 0.0)  # LeakyReLU's: after conv1, conv2, in the classifier
 
     @property
     def macros(self) -> dict[str, int | float]:
@@ -47,6 +60,9 @@ class FrontEnd:
                           ACTF=self.classifier[3])  # fmt: skip
             if self.classifier[4]:
                 macros.update(CLIPLOG=1, CLIP_EPS=self.classifier[4])  # a float's repr is exact C
+        for name, slope in zip(("SLOPE1", "SLOPE2", "SLOPEF"), self.slopes, strict=True):
+            if slope:
+                macros[name] = slope
         return {f"LENET_{k}": v for k, v in macros.items()}
 
 
@@ -108,7 +124,7 @@ def _norm_problem(m: nn.BatchNorm2d, channels: int, name: str) -> str | None:
     return None
 
 
-def _classifier(tail: list[nn.Module], features: int) -> tuple[tuple[nn.Linear, ...], int, float] | str:
+def _classifier(tail: list[nn.Module], features: int) -> tuple[tuple[nn.Linear, ...], tuple[int, float], float] | str:
     """Linear -> act -> Linear -> act -> Linear (the act the same both times, or none), optionally then Keras'
     head (Sigmoid, ClippedLog): its layers, act and the head's clip (0.0 without it); or why not."""
     clip = 0.0
@@ -117,13 +133,13 @@ def _classifier(tail: list[nn.Module], features: int) -> tuple[tuple[nn.Linear, 
         if type(clip) is not float or not 0.0 < clip < 0.5:
             return f"a ClippedLog with eps {clip!r}"
         tail = tail[:-2]
-    others = [describe(m) for m in tail if type(m) is not nn.Linear and type(m) not in ACTIVATIONS]
+    others = [describe(m) for m in tail if type(m) is not nn.Linear and activation(m) is None]
     if others:
         return ", ".join(dict.fromkeys(others))
     linears = [m for m in tail if type(m) is nn.Linear]
     if len(linears) != 3:
         return f"{len(linears)} Linear layers; the whole-step kernels take 3"
-    acts = {type(m) for m in tail if type(m) is not nn.Linear}
+    acts = {activation(m) for m in tail if type(m) is not nn.Linear}
     if len(acts) > 1:
         return "different activations between its Linear layers"
     if acts and [type(m) is nn.Linear for m in tail] != [True, False, True, False, True]:
@@ -131,7 +147,7 @@ def _classifier(tail: list[nn.Module], features: int) -> tuple[tuple[nn.Linear, 
     fc1, fc2, fc3 = linears
     if (fc1.in_features, fc2.in_features, fc3.in_features) != (features, fc1.out_features, fc2.out_features):
         return "Linear layers whose sizes do not chain"
-    return tuple(linears), ACTIVATIONS[next(iter(acts))] if acts else 0, clip
+    return tuple(linears), next(iter(acts)) if acts else (0, 0.0), clip
 
 
 def _hooked(m: nn.Module) -> bool:
@@ -149,7 +165,7 @@ def _front_end(chain: list[nn.Module]) -> tuple[list, int] | str:
         if i >= len(chain) or type(chain[i]) is not nn.Conv2d:
             where = f"after conv{n - 1}" if n > 1 else "first"
             return f"{describe(chain[i]) if i < len(chain) else 'nothing'} {where} where a Conv2d was expected"
-        conv, norm, act = chain[i], None, 0
+        conv, norm, act = chain[i], None, (0, 0.0)
         problem = _conv_problem(conv, name)
         if problem:
             return problem
@@ -159,9 +175,11 @@ def _front_end(chain: list[nn.Module]) -> tuple[list, int] | str:
             if problem:
                 return problem
             i += 1
-        if i + 1 < len(chain) and type(chain[i + 1]) in ACTIVATIONS:
-            act = ACTIVATIONS[type(chain[i + 1])]
+        if i + 1 < len(chain) and activation(chain[i + 1]) is not None:
+            act = activation(chain[i + 1])
             i += 1
+        elif i + 1 < len(chain) and type(chain[i + 1]) is nn.LeakyReLU:
+            return f"a LeakyReLU with a negative slope after {name} (the kernels take slopes >= 0)"
         if i + 1 >= len(chain) or not _plain_pool(chain[i + 1]):
             found = describe(chain[i + 1]) if i + 1 < len(chain) else "nothing"
             if type(chain[i + 1]) in POOLS if i + 1 < len(chain) else False:
@@ -220,14 +238,13 @@ def analyse(model: nn.Module) -> Match | str:
     if isinstance(chain[i], FlattenTo) and chain[i].features != features:
         return f"x.view(-1, {chain[i].features}) on {features} features per sample"
     fc = _classifier(tail, features) if not any(_hooked(m) for m in tail) else "a hook on the classifier"
-    dims = (
-        (fc[0][0].out_features, fc[0][1].out_features, fc[0][2].out_features, *fc[1:])
-        if not isinstance(fc, str)
-        else None
-    )
-    front_end = FrontEnd(size, (conv1.out_channels, conv1.kernel_size[0], conv1.padding[0]), act1, pool1,
-                         (conv2.out_channels, conv2.kernel_size[0], conv2.padding[0]), act2, pool2,
-                         norm1 is not None, dims)  # fmt: skip
+    dims, slope = None, 0.0
+    if not isinstance(fc, str):
+        (fc1, fc2, fc3), (act, slope), clip = fc
+        dims = (fc1.out_features, fc2.out_features, fc3.out_features, act, clip)
+    front_end = FrontEnd(size, (conv1.out_channels, conv1.kernel_size[0], conv1.padding[0]), act1[0], pool1,
+                         (conv2.out_channels, conv2.kernel_size[0], conv2.padding[0]), act2[0], pool2,
+                         norm1 is not None, dims, (act1[1], act2[1], slope))  # fmt: skip
     norms = (norm1, norm2) if norm1 is not None else None
     if isinstance(fc, str):
         return Match(front_end, conv1, conv2, norms, tuple(tail), None, fc)
