@@ -99,6 +99,9 @@ def test_a_users_sequential_trains_in_python_then_the_cli_evaluates_exports_and_
     assert result["test_acc"] == pytest.approx(run.summary["test_acc"])
     assert main(["export", str(out), "--format", "torchscript"]) == 0
     assert (out / "model.torchscript.pt").is_file()
+    path, difference = lenet.export(run, "torchscript", tmp_path / "again.pt")  # and from Python, on the Run
+    assert path.is_file() and difference < 1e-5
+    assert lenet.evaluate(run, verify=False, figures=False)["test_acc"] == pytest.approx(run.summary["test_acc"])
     image = tmp_path / "seven.png"
     Image.new("L", (40, 40), 255).save(image)
     assert main(["predict", str(out), str(image), "--json"]) == 0

@@ -24,6 +24,7 @@ from ..config import Config, input_size
 from ..data import get_dataset_info
 from ..errors import LenetError
 from ..train.checkpoint import load_run, write_bytes_atomic
+from ..train.run import Run
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
 METADATA_KEY = "lenet"
@@ -116,12 +117,17 @@ def max_difference(model: nn.Module, run: Callable[[np.ndarray], np.ndarray], si
     return worst
 
 
-def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> tuple[Path, float]:
-    """Export a trained run: (the file written, its largest difference from torch on random inputs).
+def export_run(run, fmt: str = "onnx", out: str | os.PathLike | None = None) -> tuple[Path, float]:
+    """Export a trained run (a folder, or a lenet.Run): (the file written, its largest difference from torch
+    on random inputs).
 
     "web" writes the drawing page as a folder (lenet.infer.web; default RUN/web): its weights are the model's
     own bytes, so the difference is 0; the page's JavaScript forward pass is held to torch by the tests.
     """
+    if isinstance(run, Run):
+        if run.path is None:
+            raise LenetError("export: this run has no folder; train it with out=FOLDER to export it")
+        run = run.path
     if fmt == "web":
         from .web import export_web
 
