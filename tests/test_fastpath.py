@@ -1,8 +1,9 @@
-"""lenet.fastpath against plain PyTorch: the same forward, the same gradients, the same training steps."""
+"""lenet.fast against plain PyTorch: the same forward, the same gradients, the same training steps."""
 
 from __future__ import annotations
 
 import copy
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -29,7 +30,8 @@ FAMILY = [
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel_cache(tmp_path_factory):
-    """Build the kernels into a fresh folder (and skip, saying why, when this machine cannot build them)."""
+    """Build the kernels into a fresh folder; where they cannot be built, skip saying why, or fail where CI
+    expects them (LENET_REQUIRE_FASTPATH=1). test_fast_fallback.py's tests run either way."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         fastpath.kernels.cache_clear()
@@ -37,7 +39,8 @@ def kernel_cache(tmp_path_factory):
         with ThreadPoolExecutor() as pool:  # one compiler per core
             built = list(pool.map(fastpath.kernels, fronts))
         if built[0] is None:
-            pytest.skip(f"fastpath unavailable here: {fastpath.unavailable(fronts[0])}")
+            reason = f"fast path unavailable here: {fastpath.unavailable(fronts[0])}"
+            pytest.fail(reason) if os.environ.get("LENET_REQUIRE_FASTPATH") == "1" else pytest.skip(reason)
         yield
     fastpath.kernels.cache_clear()
 
@@ -157,30 +160,6 @@ def test_unsupported_models_and_inputs_fall_back():
     odd = torch.rand(3, 1, 24, 24)  # not the model's input size: the model's own error, not ours
     with pytest.raises(RuntimeError):
         forward(odd)
-
-
-def test_make_step_keeps_the_eager_step_for_other_optimizers(monkeypatch):
-    def refuse(model):
-        raise AssertionError("fastpath must not be asked")
-
-    monkeypatch.setattr(fastpath, "forward_fn", refuse)
-    model = build("lenet5-d2l", {})
-    others = [(resolve("d2l", optimizer="sdlm"), 1), (resolve("d2l"), 2), (resolve("d2l", loss="map"), 1)]
-    for cfg, world in others:
-        make_step(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg, world_size=world)
-
-
-def test_a_missing_compiler_is_reported_not_raised(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    fastpath.kernels.cache_clear()
-    try:
-        model = build("lenet5-mxnet", {})
-        assert fastpath.forward_fn(model) is None
-        reason = fastpath.unavailable(fastpath.match(model).front)
-        assert reason and "no-such-cc" in reason
-    finally:
-        fastpath.kernels.cache_clear()
 
 
 def test_evaluate_gives_the_eager_numbers():
