@@ -191,3 +191,12 @@ class Branchy(nn.Module):
 
     def forward(self, x):
         return self.body(x) + self.body(x * 0.5)
+
+
+def test_inspect_prints_the_fast_path_line(capsys):
+    from lenet.cli import main
+
+    kernels_for(build("cnn-tf1"))
+    assert main(["inspect", "cnn-tf1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("fast path: front-end kernels (") and last.endswith("classifier in PyTorch (Dropout)")

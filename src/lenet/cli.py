@@ -315,7 +315,7 @@ def cmd_inspect(args) -> int:
     from .infer.inspect import format_summary, summarize
     from .models import create_model
 
-    summary = summarize(create_model(args.name), args.input_size, name=args.name)
+    summary = summarize(create_model(args.name), args.input_size, name=args.name, fast_path=True)
     print(json.dumps(summary.to_dict()) if args.json else format_summary(summary))
     return 0
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .. import fast
 from ..errors import LenetError
 from ..models import count_parameters, leaf_modules
 
@@ -28,13 +29,15 @@ class Summary:
     params: int
     trainable_params: int
     flops_per_sample: int  # forward FLOPs of one sample, as torch.utils.flop_counter counts them (2 per MAC)
+    fast_path: str = ""  # lenet.fast.plan's line for training the model on this machine (when asked for)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def summarize(model: nn.Module, input_size: int | None = None, name: str = "") -> Summary:
-    """Run one sample through `model` and record every leaf layer's output shape and parameter count."""
+def summarize(model: nn.Module, input_size: int | None = None, name: str = "", fast_path: bool = False) -> Summary:
+    """Run one sample through `model` and record every leaf layer's output shape and parameter count; with
+    `fast_path`, also what lenet.fast does when training it here (building its kernels if needed)."""
     size = input_size or getattr(model, "input_size", 28)
     rows: list[LayerRow] = []
     hooks = []
@@ -66,6 +69,7 @@ def summarize(model: nn.Module, input_size: int | None = None, name: str = "") -
         params=count_parameters(model, trainable_only=False),
         trainable_params=count_parameters(model),
         flops_per_sample=counter.get_total_flops(),
+        fast_path=str(fast.plan(model)) if fast_path else "",
     )
 
 
@@ -84,4 +88,6 @@ def format_summary(summary: Summary) -> str:
     lines.append(f"total params: {summary.params:,}")
     lines.append(f"trainable params: {summary.trainable_params:,}")
     lines.append(f"forward FLOPs per sample: {summary.flops_per_sample:,}")
+    if summary.fast_path:
+        lines.append(summary.fast_path)
     return "\n".join(lines)
