@@ -67,3 +67,14 @@ def real_root() -> Path:
     if os.environ.get("LENET_REQUIRE_DATA") == "1":
         pytest.fail(f"LENET_REQUIRE_DATA=1 but no MNIST under LENET_DATA={root!r}")
     pytest.skip("real MNIST not available (set LENET_DATA to a root holding mnist/)")
+
+
+@pytest.fixture(scope="session")
+def mnist_run(real_root, tmp_path_factory) -> Path:
+    """The `fast` recipe trained for one epoch on the real MNIST, with snapshots: the browser tests' model."""
+    from lenet.cli import main
+
+    out = tmp_path_factory.mktemp("mnist-fast")
+    args = ["train", "--recipe", "fast", "--epochs", "1", "--snapshots", "--root", str(real_root)]
+    assert main([*args, "--out", str(out)]) == 0
+    return out

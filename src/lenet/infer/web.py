@@ -128,10 +128,13 @@ def layer_spec(name: str, m: nn.Module) -> dict:
 def describe_model(model: nn.Module, cfg: Config, info: dict | None = None) -> dict:
     """What the page shows of a model and how it scales a 28x28 image into the network's input."""
     data = get_dataset_info(cfg.dataset)
+    try:
+        description = model_spec(cfg.model).description
+    except LenetError:  # a model of the user's own
+        description = ""
     return {
         "model": cfg.model, "recipe": cfg.recipe, "dataset": cfg.dataset, "classes": list(data.classes),
-        "params": count_parameters(model), "test_acc": (info or {}).get("test_acc"),
-        "description": model_spec(cfg.model).description,
+        "params": count_parameters(model), "test_acc": (info or {}).get("test_acc"), "description": description,
         "input": {"size": input_size(cfg), "scaling": cfg.scaling, "mean": data.mean, "std": data.std,
                   "resize": cfg.resize, "style": "whole" if cfg.dataset == "fashion-mnist" else "digit"},
         "layers": [layer_spec(name, m) for name, m in leaf_modules(model)],
@@ -177,7 +180,9 @@ def check_same_dataset(configs: list[Config], names: list[str]) -> None:
 # lenet export RUN --format web DIR
 
 
-def export_web(runs, out: str | os.PathLike, root: str | os.PathLike | None = None) -> tuple[Path, int]:
+def export_web(
+    runs, out: str | os.PathLike, root: str | os.PathLike | None = None, verify: bool = True
+) -> tuple[Path, int]:
     """Write the page and its model files for one or more runs into `out`: (the folder, files written)."""
     runs = [Path(r) for r in ([runs] if isinstance(runs, str | os.PathLike) else runs)]
     loaded = [load_run(r, "cpu") for r in runs]
@@ -199,7 +204,7 @@ def export_web(runs, out: str | os.PathLike, root: str | os.PathLike | None = No
             files[entry["file"]] = script(entry["file"].removesuffix(".js"), data)
         manifests.append(f"models/{i}/model.js")
     cfg, info = loaded[0][1], loaded[0][2]
-    samples, note = export_samples(cfg.dataset, root if root is not None else info.get("data_root"))
+    samples, note = export_samples(cfg.dataset, root if root is not None else info.get("data_root"), verify)
     if samples is not None:
         files["samples.js"] = script("samples", samples)
     files["site.js"] = script("site", site(manifests, cfg.dataset, "static", samples=samples is not None,
@@ -222,12 +227,12 @@ def copy_page(out: Path) -> None:
     shutil.copytree(STATIC / "js", out / "static" / "js", dirs_exist_ok=True)
 
 
-def export_samples(dataset: str, root) -> tuple[dict | None, str]:
+def export_samples(dataset: str, root, verify: bool = True) -> tuple[dict | None, str]:
     """EXPORT_SAMPLES test images for the exported page, or (None, why not)."""
     if root is None:
         return None, "no test images in this export (export with --root DATA to add some)"
     try:
-        images, labels = load_raw(dataset, "test", root)
+        images, labels = load_raw(dataset, "test", root, verify)
     except LenetError as e:
         return None, f"no test images in this export ({e})"
     pick = np.random.default_rng(0).choice(len(labels), size=min(EXPORT_SAMPLES, len(labels)), replace=False)

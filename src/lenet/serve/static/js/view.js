@@ -42,7 +42,14 @@
       return { maps: c, h, w, scale: Math.max(2, Math.floor(84 / h)), vector: false };
     }
     const n = shape.reduce((a, b) => a * b, 1);
-    const cols = n <= 16 ? n : n === 84 ? 7 : Math.min(32, Math.ceil(Math.sqrt(n) * 1.6));
+    // a wide grid, whole rows where a divisor allows (120 -> 20 x 6); F6's 84 as LeCun drew it, 7 x 12
+    let cols = n <= 16 ? n : n === 84 ? 7 : Math.min(32, Math.ceil(Math.sqrt(n) * 1.6));
+    for (let d = cols; n > 16 && n !== 84 && d <= Math.min(32, cols + 4); d++) {
+      if (n % d === 0) {
+        cols = d;
+        break;
+      }
+    }
     const rows = Math.ceil(n / cols);
     return { maps: 1, h: rows, w: cols, scale: Math.min(24, Math.max(4, Math.min(Math.floor(240 / cols), Math.floor(144 / rows)))), vector: true };
   };
