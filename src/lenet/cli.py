@@ -263,16 +263,22 @@ def cmd_serve(args) -> int:
 def cmd_export(args) -> int:
     from .infer.export import export_run
 
-    if args.output and args.dest:
+    if args.run is None:  # lenet export --format onnx RUN: --format took the run
+        if not getattr(args, "format_dest", None):
+            raise LenetError("which run? lenet export RUN [--format onnx|torchscript|web] [DEST]")
+        args.run, args.format_dest = args.format_dest, None
+    given = [d for d in (args.dest, getattr(args, "format_dest", None), args.output) if d]
+    if len(given) > 1:
         raise LenetError("give the destination once: as DEST or as -o/--output")
-    dest = args.output or args.dest
+    dest = given[0] if given else None
     if args.format == "web":
         from pathlib import Path
 
         from .infer.web import export_web
 
         run = Path(args.run)
-        folder, count = export_web(run, dest or (run if run.is_dir() else run.parent) / "web", root=args.root)
+        folder = dest or (run if run.is_dir() else run.parent) / "web"
+        folder, count = export_web(run, folder, root=args.root, verify=not args.no_verify)
         print(f"wrote {folder} ({count} files): open {folder / 'index.html'} in a browser, or serve the folder "
               f"from any static host (python -m http.server -d {folder})")  # fmt: skip
         return 0
@@ -471,14 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_number(int, 0, high=65535), default=8000, help="port (0: any free one)")
     data_args(p)
 
-    p = add("export", "export a trained run to ONNX or TorchScript, checked against torch", cmd_export)
-    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
+    p = add("export", "export a trained run: ONNX or TorchScript (checked against torch), or the web page", cmd_export)
+    p.add_argument("run", nargs="?", help="run folder, model.safetensors or checkpoint.pt")
     p.add_argument("dest", nargs="?", help="file (onnx, torchscript) or folder (web) to write; as -o")
     formats = ("onnx: one file for onnxruntime; torchscript: for torch.jit.load and libtorch; web: the drawing "
-               "page as static files, no server needed")  # fmt: skip
-    p.add_argument("--format", choices=("onnx", "torchscript", "web"), default="onnx", help=formats)
+               "page as static files, no server needed; DEST may follow, as in --format web DIR")  # fmt: skip
+
+    class FormatAndDest(argparse.Action):
+        """--format FORMAT [DEST]: `lenet export RUN --format web DIR` reads as written (argparse would not
+        match a positional after an option)."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            if values[0] not in ("onnx", "torchscript", "web") or len(values) > 2:
+                parser.error(f"argument --format: expected onnx, torchscript or web, then a DEST at most; "
+                             f"got {' '.join(values)}")  # fmt: skip
+            namespace.format, namespace.format_dest = values[0], values[1] if len(values) > 1 else None
+
+    p.add_argument("--format", nargs="+", action=FormatAndDest, default="onnx", metavar=("FORMAT", "DEST"),
+                   help=formats)  # fmt: skip
     p.add_argument("-o", "--output", help="default: model.onnx / model.torchscript.pt / web/ beside the weights")
     p.add_argument("--root", help="web: data root for the Sample button's test images (default: the run's)")
+    p.add_argument("--no-verify", action="store_true", help="web: use data files whose checksums do not match")
 
     p = add("models", "list the registered models", cmd_models)
     p.add_argument("--json", action="store_true")
