@@ -178,7 +178,11 @@ def create_app(
     # The page's files: made once (a LeNet's weights are ~250 KB); snapshots are read when first asked for.
     pages: dict[str, bytes] = {}
     for i, (p, run) in enumerate(zip(predictors, runs, strict=True)):
-        manifest = model_manifest(i, p.model, p.config, p.info, run)
+        try:
+            manifest = model_manifest(i, p.model, p.config, p.info, run)
+        except LenetError as e:  # a layer the page's engine lacks: the API still answers
+            pages[f"models/{i}/model.js"] = script(f"models/{i}/model", {"model": p.config.model, "error": str(e)})
+            continue
         pages[f"models/{i}/model.js"] = script(f"models/{i}/model", manifest)
         pages[f"models/{i}/weights.js"] = script(f"models/{i}/weights", weights_bytes(p.model))
     qr = None
