@@ -46,8 +46,9 @@ def check_size(dims: tuple[int, ...], path: Path) -> int:
     return size
 
 
-def read_idx_bytes(raw: bytes, path: Path) -> np.ndarray:
-    """Parse an uncompressed IDX payload (already in memory) into a uint8 array of the header's shape."""
+def read_idx_bytes(raw: bytes | bytearray, path: Path) -> np.ndarray:
+    """Parse an uncompressed IDX payload (already in memory) into a uint8 array of the header's shape (sharing
+    a bytearray's memory; copying bytes, which are read-only)."""
     header_len, dims = parse_header(raw[:16], path)
     size = check_size(dims, path)
     have = len(raw) - header_len
@@ -55,7 +56,8 @@ def read_idx_bytes(raw: bytes, path: Path) -> np.ndarray:
         raise LenetError(f"{path}: truncated: header {dims} needs {size:,} data bytes, file has {have:,}")
     if have > size:
         raise LenetError(f"{path}: {have - size:,} bytes after the data that header {dims} describes")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims).copy()  # writable, owns its memory
+    array = np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+    return array if isinstance(raw, bytearray) else array.copy()  # writable either way
 
 
 def _open_payload(path: Path):

@@ -25,19 +25,27 @@ class Checked:
     status: str  # "archive" (official .gz bytes), "payload" (official data, re-compressed), "mismatch", "unknown"
 
 
-def payload_bytes(blob: bytes, path: Path) -> bytes:
+INFLATE_CHUNK = 1 << 22  # bytes inflated at a time
+
+
+def payload_bytes(blob: bytes, path: Path) -> bytes | bytearray:
     """The IDX payload of a file's bytes, gunzipped if need be, but never further than its header claims.
 
-    A few kB of gzip can inflate to gigabytes; one byte past the claimed size is enough to tell it lies.
+    A few kB of gzip can inflate to gigabytes; one byte past the claimed size is enough to tell it lies. The
+    payload grows chunk by chunk into one buffer, which the parsed array then shares (no second copy).
     """
     if blob[:2] != GZIP_MAGIC:
         return blob
     inflate = zlib.decompressobj(wbits=31)  # 31: one gzip member
     try:
-        head = inflate.decompress(blob, 16)
-        header_len, dims = parse_header(head, path)
+        payload = bytearray(inflate.decompress(blob, 16))
+        header_len, dims = parse_header(bytes(payload), path)
         limit = header_len + check_size(dims, path) + 1
-        payload = head + inflate.decompress(inflate.unconsumed_tail, max(limit - len(head), 1))  # 0: no limit
+        while len(payload) < limit:
+            chunk = inflate.decompress(inflate.unconsumed_tail, min(INFLATE_CHUNK, limit - len(payload)))
+            if not chunk:
+                break
+            payload += chunk
     except zlib.error as e:
         raise LenetError(f"{path}: corrupt gzip data ({e})") from None
     if len(payload) < limit and not inflate.eof:

@@ -1,6 +1,7 @@
-"""In memory: one normalised tensor per split on the device, batches by on-device permutation (airbench's loader).
+"""In memory: each split on the device as uint8 pixels, batches by on-device permutation (airbench's loader).
 
-There are no loader workers and no per-batch host copies: an epoch is an on-device permutation sliced into batches.
+There are no loader workers and no per-batch host copies: an epoch is an on-device permutation sliced into
+batches, each normalised as it is drawn (a quarter of the memory of a float copy, for the same numbers).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def scale_images(x: torch.Tensor, scaling: str, mean: float = 0.0, std: float = 
     raise LenetError(f"unknown input scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
 
 
+def pad_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W) -> (N, 1, size, size), padded with background (0) around the centre."""
+    x = images.unsqueeze(1)
+    h = x.shape[-1]
+    if size == h:
+        return x.contiguous()
+    if size < h or (size - h) % 2:
+        raise LenetError(f"cannot pad {h}x{h} images to {size}x{size}; use resize")
+    return F.pad(x, [(size - h) // 2] * 4)
+
+
 def to_input(images: torch.Tensor, size: int = 28, scaling: str = "unit", mean=0.0, std=1.0, resize=False):
     """uint8 (N, H, W) images -> float (N, 1, size, size) network input, on the images' device.
 
@@ -50,15 +62,50 @@ def to_input(images: torch.Tensor, size: int = 28, scaling: str = "unit", mean=0
     return scale_images(x, scaling, mean, std).contiguous()
 
 
-@dataclass
-class Split:
-    """One split on the device: normalised images (N, 1, H, W) and int64 labels (N,)."""
+@dataclass(frozen=True)
+class Normalise:
+    """uint8 pixels (N, 1, H, W) -> the float network input, as `to_input` makes it (the same arithmetic)."""
 
-    images: torch.Tensor
-    labels: torch.Tensor
+    scaling: str
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return scale_images(pixels.to(torch.float32), self.scaling, self.mean, self.std).contiguous()
+
+
+class Split:
+    """One split on the device: images as the network reads them (N, 1, H, W) and int64 labels (N,).
+
+    A loaded dataset keeps its images as uint8 pixels with a `normalise` step applied to each batch as it is
+    drawn; `images` then makes the whole float tensor on demand (for the few callers that want it).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalise: Normalise | None = None):
+        self.stored, self.labels, self.normalise = images, labels, normalise
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image as network input (a float copy when the split keeps pixels)."""
+        return self.inputs(slice(None))
+
+    def inputs(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The network input of the images at `index` (a slice, or a tensor of indices)."""
+        if isinstance(index, torch.Tensor):
+            # index_select copies whole rows (6x faster on a CPU than indexing's per-element gather)
+            x = self.stored.index_select(0, index.to(self.stored.device))
+        else:
+            x = self.stored[index]
+        return x if self.normalise is None else self.normalise(x)
+
+    def subset(self, index: torch.Tensor | slice) -> Split:
+        """The images and labels at `index`, kept as they are stored."""
+        if isinstance(index, torch.Tensor):
+            return Split(self.stored.index_select(0, index), self.labels.index_select(0, index), self.normalise)
+        return Split(self.stored[index], self.labels[index], self.normalise)
 
     def batches(
         self,
@@ -73,11 +120,10 @@ class Split:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             if order is None:
-                yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+                yield self.inputs(slice(start, start + batch_size)), self.labels[start : start + batch_size]
             else:
                 idx = order[start : start + batch_size]
-                # index_select copies whole rows (6x faster on a CPU than indexing's per-element gather)
-                yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+                yield self.inputs(idx), self.labels.index_select(0, idx)
 
 
 @dataclass
@@ -107,7 +153,8 @@ def load_dataset(
     device: str | torch.device = "cpu",
     verify: bool = True,
 ) -> Dataset:
-    """Load a dataset onto `device`, normalised once.
+    """Load a dataset onto `device`: uint8 pixels (padded to `size`), normalised batch by batch as drawn
+    (resized images, which need floats to resample, are normalised once).
 
     val_fraction takes the *last* fraction of the training set as validation, as Keras' validation_split does.
     """
@@ -122,8 +169,10 @@ def load_dataset(
     mean, std = info.mean, info.std
 
     def split(x, y) -> Split:
-        x = torch.from_numpy(x).to(device)
-        return Split(to_input(x, size, scaling, mean, std, resize), torch.from_numpy(y).to(device))
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        if resize:
+            return Split(to_input(x, size, scaling, mean, std, resize), y)
+        return Split(pad_pixels(x, size), y, Normalise(scaling, mean, std))
 
     val = None
     if val_fraction:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..errors import LenetError
@@ -93,7 +94,7 @@ def _figures(model, cfg, data, part, split, metrics, folder: Path, gallery: int)
         probs = loop.predict_split(model, part, cfg.eval_batch_size)
         pred = probs.argmax(1)
         wrong = (pred != part.labels).nonzero().flatten()[:gallery].tolist()
-        images = part.images[wrong, 0].float().cpu().numpy()
+        images = part.inputs(torch.tensor(wrong, dtype=torch.long))[:, 0].cpu().numpy()
         titles = [
             f"{data.classes[int(part.labels[i])]} -> {data.classes[int(pred[i])]} ({float(probs[i, pred[i]]):.2f})"
             for i in wrong

@@ -286,10 +286,13 @@ class SDLM(torch.optim.Optimizer):
         self.model, self.samples = model, samples
 
     @torch.no_grad()
-    def start_epoch(self, images: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """The hook `fit` calls before each pass: re-estimate h on `samples` images drawn from `images`."""
-        pick = torch.randperm(len(images), device=images.device, generator=generator)[: self.samples]
-        hessian = gauss_newton_diagonal(self.model, images[pick])
+    def start_epoch(self, images, generator: torch.Generator | None = None) -> None:
+        """The hook `fit` calls before each pass: re-estimate h on `samples` images drawn from `images` (a
+        tensor of network inputs, or anything with len() and inputs(index), as a lenet Split)."""
+        device = generator.device if generator is not None else None
+        pick = torch.randperm(len(images), device=device, generator=generator)[: self.samples]
+        x = images.inputs(pick) if hasattr(images, "inputs") else images[pick.to(images.device)]
+        hessian = gauss_newton_diagonal(self.model, x)
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p]["hessian"] = hessian[p] if p in hessian else torch.zeros_like(p)

@@ -36,7 +36,7 @@ def _eval_split(data) -> Split:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data, batch_size: int = 2000, num_classes: int | None = None) -> dict:
+def evaluate(model: nn.Module, data, batch_size: int = 500, num_classes: int | None = None) -> dict:
     """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) of `model` on some data.
 
     `data`: a Dataset (its test split), a Split, a DataIter, a DataLoader or (images, labels) tensors. The
@@ -73,7 +73,9 @@ def evaluate_ranks(model: nn.Module, split: Split, batch_size: int, rank: int, w
     """evaluate() with the split shared out: each rank evaluates its part, the sums are all-reduced."""
     if world == 1:
         return evaluate(model, split, batch_size)
-    part = Split(split.images.tensor_split(world)[rank], split.labels.tensor_split(world)[rank])
+    sizes = [len(split) // world + (r < len(split) % world) for r in range(world)]  # as tensor_split cuts
+    start = sum(sizes[:rank])
+    part = split.subset(slice(start, start + sizes[rank]))
     m = evaluate(unwrap(model), part, batch_size)  # the plain module: DDP's forward syncs
     sums = torch.tensor([m["loss"] * m["n"], m["acc"] * m["n"], m["n"]], dtype=torch.float64)
     loss_sum, correct, n = all_reduce(sums.to(split.labels.device)).tolist()
@@ -81,7 +83,7 @@ def evaluate_ranks(model: nn.Module, split: Split, batch_size: int, rank: int, w
 
 
 @torch.inference_mode()
-def predict_split(model: nn.Module, split: Split, batch_size: int = 2000) -> torch.Tensor:
+def predict_split(model: nn.Module, split: Split, batch_size: int = 500) -> torch.Tensor:
     """Class probabilities (N, C) of every example in `split`."""
     was_training = model.training
     model.eval()
@@ -253,7 +255,7 @@ def as_dataset(data, test=None) -> Dataset:
     train = as_split(data, "training data")
     test_split = as_split(test, "test data") if test is not None else None
     classes = tuple(str(c) for c in range(int(train.labels.max()) + 1 if len(train) else 0))
-    return Dataset("custom", classes, train, test_split, size=train.images.shape[-1])
+    return Dataset("custom", classes, train, test_split, size=train.stored.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ def fit(
         started = time.perf_counter()
         epoch_rng_state = data_rng.get_state()  # this epoch's order can be redrawn from it
         if done == 0 and hasattr(optimizer, "start_epoch"):  # SDLM: estimate the curvature before each pass
-            optimizer.start_epoch(data.train.images, keyed_generator(device, cfg.seed, "epoch", epoch))
+            optimizer.start_epoch(data.train, keyed_generator(device, cfg.seed, "epoch", epoch))
         bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress, initial=done)
         batches = data.train.batches(cfg.batch_size, shuffle=True, generator=data_rng)
         lr = lr_at(cfg, state.step, total_steps, epoch)
