@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lenet.predict import Predictor
-from lenet.recipes import resolve
 
-from lenet import fastpath
+from lenet import fast as fastpath
 from lenet.bench import format_report, machine, side_by_side
+from lenet.config import resolve
 from lenet.data import Split, load_dataset
+from lenet.infer.predict import Predictor
 from lenet.models import count_parameters, create_model, init_weights
 from lenet.train.loop import evaluate
 
