@@ -10,7 +10,9 @@
     const blank = v.kind === "blank";
     m.label.textContent = blank ? "–" : m.classes[run.best];
     m.confidence.textContent = blank ? "" : `${(100 * run.probs[run.best]).toFixed(1)}%`;
-    const note = { blank: v.uploaded ? "blankUpload" : "blank", thick: "thick", faint: "faint", unsure: "unsure" }[v.kind];
+    const learning = m.position < m.net.manifest.snapshots.length; // a snapshot, not the trained model
+    const unsure = learning ? "unsureLearning" : "unsure";
+    const note = { blank: v.uploaded ? "blankUpload" : "blank", thick: "thick", faint: "faint", unsure }[v.kind];
     m.note.textContent = note ? L.t(note, v) : "";
     m.bars.forEach((bar, i) => {
       bar.fill.style.width = blank ? "0" : `${100 * run.probs[i]}%`;
