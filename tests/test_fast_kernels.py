@@ -3,11 +3,13 @@
   lenet_frontend_forward / _backward   the per-sample front end (conv, batch norm, activation, pool, twice)
   lenet_classifier_step                the per-sample classifier with its loss, from PyTorch's features
   lenet_lanes_forward / lenet_lanes_step   the lane engine: V samples a vector, the whole step
+  lenet_reference_step                 csrc/reference.c: the same step in plain loops, what the engines compute
 And the interface check, and every shape compiling warning-free with GCC and Clang.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import importlib
 import shutil
@@ -148,6 +150,43 @@ def test_lanes_step(name, n):
         n_ = p.numel()
         close(grads[offset : offset + n_].view_as(p), p.grad, f"lenet_lanes_step: {pname}")
         offset += n_
+
+
+@pytest.mark.parametrize("name", CLASSIFIED)
+def test_reference_step(name):
+    model = build(name)
+    k, found = kernels_for(model), fast.match(model)
+    reference = copy.deepcopy(model)  # batch norm's running statistics move in both
+    # (seed 1's fourth sample has two of lenet-community's conv2 outputs a rounding apart under a max pool:
+    # summed in another order they swap, and the gradient goes to the other one; seed 3 has no such tie)
+    x, y = inputs(model, n=9, seed=3)
+    loss = nn.functional.cross_entropy(model(x), y, reduction="sum", label_smoothing=0.1)
+    (loss * 0.5).backward()
+    prm, _alive = _params(fast.match(reference), found.norms[0].momentum if found.norms else 0.0)
+    cls, _kept = classifier_params(fast.match(reference))
+    grads, out = torch.empty(k.grad_floats + k.classifier_grad_floats), torch.empty(2)
+    features = k.reference_step(prm, cls, x, y, 0.1, 0.5, grads, out)
+    close(features, front_layers(copy.deepcopy(reference).train())(x).detach(), "lenet_reference_step: features")
+    assert out[0].item() == pytest.approx(loss.item(), rel=1e-5), "lenet_reference_step: the loss"
+    offset = 0
+    named = _front_parameters(found) + [(f"fc{i}.{a}", getattr(fc, a)) for i, fc in enumerate(found.linears, 1)
+                                        for a in ("weight", "bias")]  # fmt: skip
+    for pname, p in named:
+        n = p.numel() if p is not None else 0
+        if p is not None:
+            close(grads[offset : offset + n].view_as(p), p.grad, f"lenet_reference_step: {pname}")
+        offset += n if p is not None else _missing_size(found, pname)
+    for key, value in dict(reference.named_buffers()).items():
+        if "running" in key:
+            close(value, model.get_buffer(key), f"lenet_reference_step: {key}", rel=1e-5)
+
+
+def _missing_size(found, pname: str) -> int:
+    """Floats the kernels keep for an absent parameter (a bias): the layer's outputs."""
+    layer = {"conv1": found.conv1, "conv2": found.conv2}.get(pname.split(".")[0])
+    if layer is not None:
+        return layer.out_channels
+    return found.linears[int(pname[2]) - 1].out_features
 
 
 def test_an_interface_mismatch_is_one_clear_error(monkeypatch):

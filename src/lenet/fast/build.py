@@ -20,7 +20,7 @@ from pathlib import Path
 from .match import FrontEnd
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ["pool.c", "frontend.c", "classifier.c", "lanes.c", "interface.c"]
+SOURCES = ["pool.c", "frontend.c", "classifier.c", "lanes.c", "reference.c", "interface.c"]
 HEADERS = ["common.h", "api.h"]
 # What the kernels' arithmetic needs (contracted multiply-adds, no errno) and a shared library.
 BASE_FLAGS = ["-O3", "-std=gnu11", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-pthread"]

@@ -50,6 +50,7 @@ SIGNATURES = {
     "lenet_lanes_workspace_floats": (_long, [_i, _i]),
     "lenet_lanes_step": (_i, [_i, _i, _params, _classifier, _p, _p, _f, _f, _p, _p, _p]),
     "lenet_lanes_forward": (None, [_i, _i, _params, _classifier, _p, _p, _p, _p]),
+    "lenet_reference_step": (_i, [_i, _params, _classifier, _p, _p, _f, _f, _p, _p, _p]),
 }
 QUERIES = ["lenet_vector_floats", "lenet_features", "lenet_front_grad_floats", "lenet_classifier_grad_floats",
            "lenet_s1_floats", "lenet_p1_floats", "lenet_s2_floats", "lenet_lanes_supported"]  # fmt: skip
@@ -181,6 +182,17 @@ class Kernels:
         self.lib.lenet_lanes_forward(batch, threads, ctypes.byref(prm), ctypes.byref(cls), x.data_ptr(),
                                      f.data_ptr(), z.data_ptr(), ws.data_ptr())  # fmt: skip
         return f, z
+
+    def reference_step(self, prm: Params, cls: ClassifierParams, x, y, smoothing: float, scale: float, grads, out):
+        """The whole step in csrc/reference.c's plain loops (slow; for checking): as lanes_step, and returns the
+        features."""
+        f = x.new_empty(x.shape[0], self.features)
+        status = self.lib.lenet_reference_step(x.shape[0], ctypes.byref(prm), ctypes.byref(cls), x.data_ptr(),
+                                               y.data_ptr(), smoothing, scale, grads.data_ptr(), out.data_ptr(),
+                                               f.data_ptr())  # fmt: skip
+        if status != 0:
+            raise IndexError("a target is out of bounds")
+        return f
 
 
 _failures: dict[FrontEnd, str] = {}

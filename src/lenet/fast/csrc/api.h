@@ -27,7 +27,10 @@
                               const float *x, const int64_t *y, float smoothing, float scale, float *grads,      \
                               float *out, float *ws))                                                          \
     X(void, lenet_lanes_forward, (int batch, int threads, const LenetParams *prm, const LenetClassifier *cls,    \
-                                  const float *x, float *f, float *z, float *ws))
+                                  const float *x, float *f, float *z, float *ws))                            \
+    X(int, lenet_reference_step, (int batch, const LenetParams *prm, const LenetClassifier *cls, const float *x, \
+                                  const int64_t *y, float smoothing, float scale, float *grads, float *out,      \
+                                  float *features))
 
 /* and without arguments: the shape's sizes and what the build supports */
 #define LENET_QUERIES(X)                                                                                         \

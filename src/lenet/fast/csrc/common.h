@@ -42,6 +42,25 @@
 typedef float vf __attribute__((vector_size(4 * LENET_V), aligned(4), may_alias));
 typedef int32_t vi __attribute__((vector_size(4 * LENET_V), aligned(4), may_alias));
 
+/* Accumulators a kernel keeps in registers: three quarters of them (AVX-512 and NEON have 32, AVX2 16). */
+#if LENET_V == 8
+#define LENET_ACC 12
+#else
+#define LENET_ACC 24
+#endif
+
+/* The largest divisor of n up to m (1 <= m; blocks that tile an extent exactly), for m up to 24. */
+#define LENET_DIVIDES(n, m, d) ((m) >= (d) && (n) % (d) == 0)
+#define LENET_DIV_LE(n, m)                                                                                         \
+    (LENET_DIVIDES(n, m, 24) ? 24 : LENET_DIVIDES(n, m, 23) ? 23 : LENET_DIVIDES(n, m, 22) ? 22 :                  \
+     LENET_DIVIDES(n, m, 21) ? 21 : LENET_DIVIDES(n, m, 20) ? 20 : LENET_DIVIDES(n, m, 19) ? 19 :                  \
+     LENET_DIVIDES(n, m, 18) ? 18 : LENET_DIVIDES(n, m, 17) ? 17 : LENET_DIVIDES(n, m, 16) ? 16 :                  \
+     LENET_DIVIDES(n, m, 15) ? 15 : LENET_DIVIDES(n, m, 14) ? 14 : LENET_DIVIDES(n, m, 13) ? 13 :                  \
+     LENET_DIVIDES(n, m, 12) ? 12 : LENET_DIVIDES(n, m, 11) ? 11 : LENET_DIVIDES(n, m, 10) ? 10 :                  \
+     LENET_DIVIDES(n, m, 9) ? 9 : LENET_DIVIDES(n, m, 8) ? 8 : LENET_DIVIDES(n, m, 7) ? 7 :                        \
+     LENET_DIVIDES(n, m, 6) ? 6 : LENET_DIVIDES(n, m, 5) ? 5 : LENET_DIVIDES(n, m, 4) ? 4 :                        \
+     LENET_DIVIDES(n, m, 3) ? 3 : LENET_DIVIDES(n, m, 2) ? 2 : 1)
+
 #define LENET_INLINE static inline __attribute__((always_inline))
 #define LENET_NOINLINE static __attribute__((noinline))
 #define LENET_ROUNDV(n) ((((n) + LENET_V - 1) / LENET_V) * LENET_V)

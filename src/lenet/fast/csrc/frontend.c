@@ -1,7 +1,7 @@
 /* The per-sample front end: conv -> (batch norm) -> activation -> 2x2 pool, twice, forward and backward,
  * one sample at a time, for inference, autograd (PyTorch's classifier after it) and batch norm training.
  *
- * One call per batch and direction; threads take chunks of CHUNK samples as they come free, and each
+ * One call per batch and direction; threads take chunks of samples as they come free, and each
  * sample's activations (about 30 KB for LeNet-5) are worked on while they sit in the core's L1/L2 cache.
  * Both convolutions are direct, in V-float vectors: conv1 along the even and the odd columns of an image row,
  * conv2 along its output channels; pooling and activations are lane-wise. Sums over the batch are taken per
@@ -52,11 +52,15 @@ enum {
     WS_THREAD = WS_ACC1 + C1 * K1 * K1 * V,
 };
 
+/* Samples per chunk: 8, or fewer in small batches so that two or more threads share them evenly (the tf1 CNN
+ * trains with batches of 20). A function of the batch alone: the sums' order must not depend on the threads. */
+static int chunk_size(int batch) { return batch >= 64 ? 8 : batch >= 16 ? batch / 8 : 1; }
+static int chunk_count(int batch) { return (batch + chunk_size(batch) - 1) / chunk_size(batch); }
+
 /* The gradients while they are summed, per chunk: gw1 (C1, K1, K1), gb1 (C1), gw2t (K2, K2, C1, C2P), gb2
  * (C2P), then with BN the normalisations' dgamma1, dbeta1 (C1), dgamma2, dbeta2 (C2P). Batch statistics are
  * summed per chunk too, in double precision: D_SIZE doubles (sums and sums of squares, layer 1 then 2). */
 enum {
-    CHUNK = 8,
     G_W1 = 0,
     G_B1 = G_W1 + C1 * K1 * K1,
     G_W2 = G_B1 + C1,
@@ -88,8 +92,8 @@ enum {
 };
 
 long lenet_frontend_workspace_floats(int threads) { return WS_THREADS + (long)threads * WS_THREAD; }
-long lenet_frontend_chunk_floats(int batch) { return (long)((batch + CHUNK - 1) / CHUNK) * G_SIZE; }
-long lenet_frontend_chunk_doubles(int batch) { return (long)((batch + CHUNK - 1) / CHUNK) * D_SIZE; }
+long lenet_frontend_chunk_floats(int batch) { return (long)chunk_count(batch) * G_SIZE; }
+long lenet_frontend_chunk_doubles(int batch) { return (long)chunk_count(batch) * D_SIZE; }
 int lenet_s1_floats(void) { return S1_SIZE; }
 int lenet_p1_floats(void) { return P1_SIZE; }
 int lenet_s2_floats(void) { return S2_SIZE; }
@@ -171,32 +175,44 @@ static void pool1_forward(const float *s, float *p1) {
         }
 }
 
-/* conv2 + bias -> z (O2 * O2, C2P), channels last. Per output row, blocks of XB columns by C2V vectors of
- * channels (at most ~24 accumulators); per patch entry one weight vector per channel vector and XB broadcast
- * inputs. */
+/* conv2_forward's block: XB columns by CB vectors of output channels, both dividing their extents, with as
+ * many accumulators as fit (LENET_ACC): a whole row's 10 x 1 for LeNet-5 with AVX-512, 7 x 2 for the TF1
+ * CNN's 14 columns and 4 vectors. The choice is among all, half or one of the channel vectors. */
+enum {
+    XB_ALL = C2V <= LENET_ACC ? LENET_DIV_LE(O2, LENET_ACC / C2V) : 0,
+    XB_HALF = C2V % 2 == 0 && C2V / 2 <= LENET_ACC ? LENET_DIV_LE(O2, LENET_ACC / (C2V / 2)) : 0,
+    XB_ONE = LENET_DIV_LE(O2, LENET_ACC),
+    CONV2_CB = XB_ALL * C2V >= XB_HALF * (C2V / 2) && XB_ALL * C2V >= XB_ONE ? C2V
+               : XB_HALF * (C2V / 2) >= XB_ONE ? C2V / 2 : 1,
+    CONV2_XB = CONV2_CB == C2V ? XB_ALL : CONV2_CB == 1 ? XB_ONE : XB_HALF,
+    /* conv2's weight gradient: CW input channels by all C2V vectors */
+    CONV2_CW = C2V <= LENET_ACC ? LENET_DIV_LE(C1, LENET_ACC / C2V) : 1,
+};
+
+/* conv2 + bias -> z (O2 * O2, C2P), channels last. Per output row, blocks of CONV2_XB columns by CONV2_CB
+ * channel vectors; per patch entry one weight vector per channel vector and CONV2_XB broadcast inputs. */
 static void conv2_forward(const float *p1, const float *w2t, const float *b2, float *z) {
-    enum { XB = LENET_MIN(O2, 24 / C2V > 0 ? 24 / C2V : 1) };
     for (int y = 0; y < O2; y++)
-        for (int x0 = 0; x0 < O2; x0 += XB) {
-            const int nx = LENET_MIN(XB, O2 - x0);
-            vf acc[XB][C2V];
-            for (int x = 0; x < XB; x++)
-                for (int v = 0; v < C2V; v++) acc[x][v] = *(const vf *)(b2 + v * V);
-            for (int ky = 0; ky < K2; ky++)
-                for (int kx = 0; kx < K2; kx++)
-                    for (int ci = 0; ci < C1; ci++) {
-                        const float *w = w2t + ((ky * K2 + kx) * C1 + ci) * C2P;
-                        const float *in = p1 + ((y + ky) * C1 + ci) * P1S + kx + x0;
-                        vf wv[C2V];
-                        for (int v = 0; v < C2V; v++) wv[v] = *(const vf *)(w + v * V);
-                        for (int x = 0; x < XB; x++) {
-                            const float a = in[x < nx ? x : 0];
-                            for (int v = 0; v < C2V; v++) acc[x][v] += wv[v] * a;
+        for (int x0 = 0; x0 < O2; x0 += CONV2_XB)
+            for (int v0 = 0; v0 < C2V; v0 += CONV2_CB) {
+                vf acc[CONV2_XB][CONV2_CB];
+                for (int x = 0; x < CONV2_XB; x++)
+                    for (int v = 0; v < CONV2_CB; v++) acc[x][v] = *(const vf *)(b2 + (v0 + v) * V);
+                for (int ky = 0; ky < K2; ky++)
+                    for (int kx = 0; kx < K2; kx++)
+                        for (int ci = 0; ci < C1; ci++) {
+                            const float *w = w2t + ((ky * K2 + kx) * C1 + ci) * C2P + v0 * V;
+                            const float *in = p1 + ((y + ky) * C1 + ci) * P1S + kx + x0;
+                            vf wv[CONV2_CB];
+                            for (int v = 0; v < CONV2_CB; v++) wv[v] = *(const vf *)(w + v * V);
+                            for (int x = 0; x < CONV2_XB; x++) {
+                                const float a = in[x];
+                                for (int v = 0; v < CONV2_CB; v++) acc[x][v] += wv[v] * a;
+                            }
                         }
-                    }
-            for (int x = 0; x < nx; x++)
-                for (int v = 0; v < C2V; v++) *(vf *)(z + (y * O2 + x0 + x) * C2P + v * V) = acc[x][v];
-        }
+                for (int x = 0; x < CONV2_XB; x++)
+                    for (int v = 0; v < CONV2_CB; v++) *(vf *)(z + (y * O2 + x0 + x) * C2P + (v0 + v) * V) = acc[x][v];
+            }
 }
 
 /* s = act(scale * z + shift) with BN, else act(z), per channel of conv2's output (s may be z). */
@@ -288,15 +304,13 @@ static void pool2_backward(const float *g, const float *s2, float *gz2) {
 }
 
 /* conv2's weight gradient: gw2t[ky][kx][ci] += sum over positions of p1[y + ky][x + kx][ci] * gz2[y][x]; per
- * kernel tap, blocks of CB input channels by C2V vectors of output channels in registers. */
+ * kernel tap, blocks of CONV2_CW input channels by C2V vectors of output channels in registers. */
 static void conv2_backward_weight(const float *p1, const float *gz2, float *gw2t) {
-    enum { CB = LENET_MIN(C1, 24 / C2V > 0 ? 24 / C2V : 1) };
     for (int ky = 0; ky < K2; ky++)
         for (int kx = 0; kx < K2; kx++)
-            for (int c0 = 0; c0 < C1; c0 += CB) {
-                const int nc = LENET_MIN(CB, C1 - c0);
-                vf acc[CB][C2V];
-                for (int ci = 0; ci < CB; ci++)
+            for (int c0 = 0; c0 < C1; c0 += CONV2_CW) {
+                vf acc[CONV2_CW][C2V];
+                for (int ci = 0; ci < CONV2_CW; ci++)
                     for (int v = 0; v < C2V; v++) acc[ci][v] = (vf){0};
                 for (int y = 0; y < O2; y++)
                     for (int x = 0; x < O2; x++) {
@@ -304,13 +318,13 @@ static void conv2_backward_weight(const float *p1, const float *gz2, float *gw2t
                         const float *in = p1 + ((y + ky) * C1 + c0) * P1S + x + kx;
                         vf gv[C2V];
                         for (int v = 0; v < C2V; v++) gv[v] = *(const vf *)(g + v * V);
-                        for (int ci = 0; ci < CB; ci++) {
-                            const float a = in[(ci < nc ? ci : 0) * P1S];
+                        for (int ci = 0; ci < CONV2_CW; ci++) {
+                            const float a = in[ci * P1S];
                             for (int v = 0; v < C2V; v++) acc[ci][v] += gv[v] * a;
                         }
                     }
                 float *out = gw2t + ((ky * K2 + kx) * C1 + c0) * C2P;
-                for (int ci = 0; ci < nc; ci++)
+                for (int ci = 0; ci < CONV2_CW; ci++)
                     for (int v = 0; v < C2V; v++) *(vf *)(out + ci * C2P + v * V) += acc[ci][v];
             }
 }
@@ -486,7 +500,7 @@ static void pack(const LenetParams *prm, const float *stats, float *packed) {
 /* The calls: a batch through the front end, forward or backward, chunks spread over the threads */
 
 typedef struct {
-    int batch, chunks, train;
+    int batch, chunk, chunks, train; /* chunk: samples per chunk */
     const LenetParams *prm;
     const float *x, *gf;
     float *stats, *s1, *p1, *s2, *f, *gy1, *gy2, *parts, *ws, *packed;
@@ -494,7 +508,8 @@ typedef struct {
     float b1[C1], scale1[C1], shift1[C1], scale2[C2P], shift2[C2P], invstd2[C2P], k1[C1][5], k2[C2P][5];
 } Front;
 
-#define FOR_SAMPLES(chunk) for (int i = (chunk) * CHUNK; i < fr->batch && i < ((chunk) + 1) * CHUNK; i++)
+#define FOR_SAMPLES(chunk) \
+    for (int i = (chunk) * fr->chunk; i < fr->batch && i < ((chunk) + 1) * fr->chunk; i++)
 
 static float *thread_ws(const Front *fr, int thread) { return fr->ws + WS_THREADS + (long)thread * WS_THREAD; }
 
@@ -561,7 +576,7 @@ static void forward_phase3(void *ctx, int chunk, int thread) {
  * and the running statistics move by prm->momentum; otherwise the running statistics normalise. */
 void lenet_frontend_forward(int batch, int threads, const LenetParams *prm, int train, const float *x, float *stats,
                             float *s1, float *p1, float *s2, float *f, float *ws, double *dsum) {
-    Front fr = {.batch = batch, .chunks = (batch + CHUNK - 1) / CHUNK, .train = train, .prm = prm, .x = x,
+    Front fr = {.batch = batch, .chunk = chunk_size(batch), .chunks = chunk_count(batch), .train = train, .prm = prm, .x = x,
                 .stats = stats, .s1 = s1, .p1 = p1, .s2 = s2, .f = f, .ws = ws, .packed = ws, .dsum = dsum};
     pack(prm, NULL, fr.packed);
     for (int c = 0; c < C1; c++) fr.b1[c] = prm->b1 ? prm->b1[c] : 0.0f;
@@ -715,7 +730,7 @@ static void reduce_task(void *ctx, int task, int thread) {
 void lenet_frontend_backward(int batch, int threads, const LenetParams *prm, const float *stats, const float *x,
                              const float *s1, const float *p1, const float *s2, const float *gf, float *gy1,
                              float *gy2, float *grads, float *parts, double *dsum, float *ws) {
-    Front fr = {.batch = batch, .chunks = (batch + CHUNK - 1) / CHUNK, .prm = prm, .x = x, .gf = gf,
+    Front fr = {.batch = batch, .chunk = chunk_size(batch), .chunks = chunk_count(batch), .prm = prm, .x = x, .gf = gf,
                 .s1 = (float *)s1, .p1 = (float *)p1, .s2 = (float *)s2, .gy1 = gy1, .gy2 = gy2, .parts = parts,
                 .ws = ws, .packed = ws, .dsum = dsum};
     const float eps = prm->eps, *packed = fr.packed;

@@ -19,23 +19,17 @@
 int lenet_lanes_supported(void) { return LENET_FC && !BN && Q1 <= 16 && O2 <= 16; }
 
 #if LENET_FC
-#if LENET_V == 8
-enum { ACC = 12 }; /* accumulators a kernel keeps in registers: of AVX2's 16 */
-#else
-enum { ACC = 24 }; /* of AVX-512's or NEON's 32 */
-#endif
+enum { ACC = LENET_ACC }; /* accumulators a kernel keeps in registers */
 #define LENET_MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
 /* the largest divisor of n up to min(m, 8) */
-#define LENET_DIV_LE(n, m) ((m) >= 8 && (n) % 8 == 0 ? 8 : (m) >= 7 && (n) % 7 == 0 ? 7 : (m) >= 6 && (n) % 6 == 0 ? 6 \
-    : (m) >= 5 && (n) % 5 == 0 ? 5 : (m) >= 4 && (n) % 4 == 0 ? 4 : (m) >= 3 && (n) % 3 == 0 ? 3                    \
-    : (m) >= 2 && (n) % 2 == 0 ? 2 : 1)
+#define LENET_DIV_LE8(n, m) LENET_DIV_LE(n, (m) < 8 ? (m) : 8)
 enum {
-    CF1 = LENET_DIV_LE(C1, 8),        /* conv1: channels x columns per block */
-    XF1 = LENET_DIV_LE(O1, ACC / CF1),
-    XF2 = LENET_DIV_LE(O2, 6),        /* conv2: columns x channels per block */
-    CF2 = LENET_DIV_LE(C2, ACC / XF2),
-    CW1 = LENET_DIV_LE(C1, ACC / K1), /* weight gradients: channels x kernel columns per block */
-    CW2 = LENET_DIV_LE(C2, ACC / K2),
+    CF1 = LENET_DIV_LE8(C1, 8),        /* conv1: channels x columns per block */
+    XF1 = LENET_DIV_LE8(O1, ACC / CF1),
+    XF2 = LENET_DIV_LE8(O2, 6),        /* conv2: columns x channels per block */
+    CF2 = LENET_DIV_LE8(C2, ACC / XF2),
+    CW1 = LENET_DIV_LE8(C1, ACC / K1), /* weight gradients: channels x kernel columns per block */
+    CW2 = LENET_DIV_LE8(C2, ACC / K2),
     OR = 6,                           /* the classifier's weight gradients: rows x vectors per block */
     OC = ACC / OR,
     KMAX = LENET_MAX3((int)ACC, (int)K1, (int)K2), /* room for a block of weight-gradient sums */
