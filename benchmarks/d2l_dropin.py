@@ -29,12 +29,14 @@ import time
 import torch
 
 from lenet import d2l
+from lenet.data import DataIter, Split
 
 # The seed's cells (seed 004), less its data cell (the benchmark passes the iterators in) and its last line.
 SEED_004 = """
 import torch
 from torch import nn
 from lenet import d2l
+from lenet.data import DataIter, Split
 
 def make_net():
     return nn.Sequential(
@@ -117,7 +119,7 @@ def run_once(train, make_net, data, epochs: int, lr: float) -> dict:
     printed = out.getvalue()
     examples = len(data[0].split) * epochs
     return {"printed_rate": float(RATE.search(printed).group(1)), "wall": wall, "wall_rate": examples / wall,
-            "printout": printed.strip().splitlines()[-2:]}  # fmt: skip
+            "printout": [line for line in printed.splitlines() if not line.startswith("hint:")][-2:]}  # fmt: skip
 
 
 def main() -> int:
@@ -126,6 +128,8 @@ def main() -> int:
     parser.add_argument("--dataset", default="mnist", help="fashion-mnist where it is on disk (the seed's)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per call (the seed trains 10)")
+    parser.add_argument("--train-size", type=int, help="train on the first N images (default: all); shorter "
+                        "rounds interleave more finely on a busy machine")  # fmt: skip
     parser.add_argument("--lr", type=float, default=0.9)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
@@ -134,6 +138,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     train_iter, test_iter = d2l.load_data_fashion_mnist(256, root=args.root, dataset=args.dataset)
+    if args.train_size:
+        part = Split(train_iter.split.images[: args.train_size], train_iter.split.labels[: args.train_size])
+        train_iter = DataIter(part, 256, shuffle=True)
     seed = {}
     exec(compile(SEED_004, "seed_004", "exec"), seed)
     contestants = {"chapter": seed["train_ch6"], "lenet": d2l.train_ch6}
@@ -146,23 +153,26 @@ def main() -> int:
             for name, train in contestants.items():
                 result = run_once(train, seed["make_net"], (train_iter, test_iter), args.epochs, args.lr)
                 results[name].append(result)
+                load_now = os.getloadavg()[0]
                 print(f"round {r + 1} {name:8s} {result['printed_rate']:>10,.0f} examples/sec printed, "
-                      f"{result['wall']:6.2f} s wall", file=sys.stderr, flush=True)  # fmt: skip
+                      f"{result['wall']:6.2f} s wall, load {load_now:.1f}", file=sys.stderr, flush=True)  # fmt: skip
     load.append(os.getloadavg()[0])
 
     def median(name, key):
         return statistics.median(r[key] for r in results[name])
 
     summary = {
-        "dataset": args.dataset, "epochs": args.epochs, "rounds": args.rounds, "threads": torch.get_num_threads(),
+        "dataset": args.dataset, "train_size": len(train_iter.split), "epochs": args.epochs, "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or "",
         "load_average": load, "results": results,
         **{f"{name}_{key}": median(name, key) for name in contestants for key in ("printed_rate", "wall_rate")},
     }  # fmt: skip
     summary["ratio_printed"] = summary["lenet_printed_rate"] / summary["chapter_printed_rate"]
     summary["ratio_wall"] = summary["lenet_wall_rate"] / summary["chapter_wall_rate"]
-    print(f"seed 004's code on {args.dataset}, {args.epochs} epoch(s) a call, median of {args.rounds} interleaved "
-          f"rounds, {torch.get_num_threads()} threads, load average {load[0]:.1f} -> {load[1]:.1f}")  # fmt: skip
+    print(f"seed 004's code on {args.dataset} ({len(train_iter.split):,} training images), {args.epochs} epoch(s) "
+          f"a call, median of {args.rounds} interleaved rounds, {torch.get_num_threads()} threads, load average "
+          f"{load[0]:.1f} -> {load[1]:.1f}")  # fmt: skip
     print("| measure | chapter's train_ch6 | d2l.train_ch6 (lenet) | ratio |")
     print("|---|---:|---:|---:|")
     for key, label in (("printed_rate", "examples/sec as printed (training steps only)"),

@@ -420,7 +420,7 @@ class TrainingCurves(LiveCurves):
     Its `on_progress` and `on_epoch` are fit's hooks of those names; call `close()` when fit returns.
     """
 
-    def __init__(self, epochs: int, *, path=None, live=None, min_interval: float = 0.5):
+    def __init__(self, epochs: int, *, path=None, live=None, min_interval: float = 1.0):
         super().__init__(xlabel="epoch", xlim=[1, epochs], legend=["train loss", "train acc", "test acc"],
                          path=path, live=live, min_interval=min_interval)  # fmt: skip
 
