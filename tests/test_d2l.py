@@ -152,8 +152,8 @@ D2L_CLOSING = re.compile(
 
 @pytest.fixture(scope="module")
 def reader_root(tmp_path_factory):
-    """Generated Fashion-MNIST files with 6 batches of 256 (d2l's loop plots every len(train_iter) // 5 batches)."""
-    return write_dataset(tmp_path_factory.mktemp("data"), "fashion-mnist", n_train=1536, n_test=512)
+    """Generated Fashion-MNIST files with 5 batches of 256 (d2l's loop plots every len(train_iter) // 5 batches)."""
+    return write_dataset(tmp_path_factory.mktemp("data"), "fashion-mnist", n_train=1280, n_test=256)
 
 
 @pytest.fixture
@@ -198,7 +198,7 @@ def lenet_net() -> nn.Sequential:
 
 def test_train_ch6_has_d2ls_semantics(reader, capsys):
     """Full batches (one step an epoch, so the order cannot differ): weights as d2l's own loop makes them."""
-    train_iter, test_iter = d2l.load_data_fashion_mnist(1536)  # the whole training set: one batch
+    train_iter, test_iter = d2l.load_data_fashion_mnist(1280)  # the whole training set: one batch
     torch.manual_seed(0)
     net = lenet_net()
     torch.manual_seed(1)
@@ -274,7 +274,7 @@ def test_train_ch6_trains_batch_norm_nets(reader, capsys, norm):
         nn.Linear(120, 84), bn(84, 2), nn.Sigmoid(), nn.Linear(84, 10),
     )  # fmt: skip
     train_iter, test_iter = d2l.load_data_fashion_mnist(batch_size=64)
-    d2l.train_ch6(net, train_iter, test_iter, 4, 1.0, d2l.try_gpu())
+    d2l.train_ch6(net, train_iter, test_iter, 2, 1.0, d2l.try_gpu())
     loss, train_acc, test_acc = map(float, re.search(r"loss (\S+), train acc (\S+), test acc (\S+)",
                                                      capsys.readouterr().out).groups())  # fmt: skip
     assert train_acc > 0.9 and test_acc > 0.9  # the generated classes are easy; chance is 0.1
