@@ -399,3 +399,31 @@ def test_downloads_verified_on_first_use(fake_root, tmp_path, monkeypatch):
 def test_hints_when_training_stays_at_chance(act, record, hint):
     said = d2l.training_hint(nn.Sequential(nn.Linear(2, 2), act), record, 0.9)
     assert (said is None) if hint is None else (hint in said and said.startswith("hint: "))
+
+
+class TutorialNet(nn.Module):
+    """A reader's own module (the PyTorch tutorial's style: layers as attributes, pooling in forward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_train_ch6_takes_a_module_of_the_readers_own_and_lenet_takes_d2ls_iterators(reader, capsys):
+    import lenet
+
+    train_iter, test_iter = d2l.load_data_fashion_mnist(64)
+    torch.manual_seed(0)
+    net = TutorialNet()
+    d2l.train_ch6(net, train_iter, test_iter, 2, 0.1, d2l.try_gpu())
+    assert D2L_CLOSING.fullmatch(capsys.readouterr().out.removeprefix("training on cpu\n"))
+    assert d2l.evaluate_accuracy_gpu(net, test_iter) > 0.5  # learned something (chance: 0.1)
+    history = lenet.fit(net, train_iter, test=test_iter, progress=False)  # d2l's iterators, as they are
+    assert history.epochs[-1]["test_acc"] == pytest.approx(lenet.evaluate(net, test_iter)["acc"])
