@@ -10,6 +10,8 @@ The public API, loaded on first use (so that `lenet --help`, and a Ctrl-C during
     lenet.create_model(name, **options), lenet.list_models()
     lenet.load_dataset(name), lenet.load_data_fashion_mnist(batch_size)  # on-device data, d2l's iterators
     lenet.resolve(recipe, **overrides) -> Config, lenet.RECIPES
+    lenet.run_sweep(recipe, seeds="0-9", settings=["lr=0.1,0.2"]), lenet.sweep_report(dir)  # many runs
+    lenet.reproduce(seeds=5) -> REPRODUCE.md                             # every recipe over seeds
     from lenet import d2l, plots
 """
 
@@ -32,6 +34,8 @@ _API = {
     "evaluate": ("infer.evaluation", "evaluate"), "export": ("infer.export", "export_run"),
     "load_data_fashion_mnist": ("d2l", "load_data_fashion_mnist"),
     "plots": ("train.plots", None),
+    "run_sweep": ("sweep.runner", "run_sweep"), "sweep_report": ("sweep.report", "sweep_report"),
+    "reproduce": ("sweep.reproduce", "reproduce"),
 }  # fmt: skip
 
 __all__ = sorted([*_API, "train"])

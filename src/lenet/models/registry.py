@@ -46,14 +46,22 @@ def model_spec(name: str) -> ModelSpec:
         raise LenetError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name; keyword arguments go to its builder."""
+def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a registered model by name; keyword arguments go to its builder. pretrained=True loads the
+    published weights shipped with lenet (trained on MNIST; see lenet.models.pretrained) in eval mode."""
     spec = model_spec(name)
+    if pretrained and kwargs:
+        raise LenetError(f"model {name!r}: the published weights are for the model as registered; drop "
+                         f"{', '.join(kwargs)} or pretrained=True")  # fmt: skip
     try:
         model = spec.build(**kwargs)
     except TypeError as e:
         raise LenetError(f"model {name!r}: {e}") from None
     model.input_size = spec.input_size
+    if pretrained:
+        from .pretrained import load_pretrained
+
+        model = load_pretrained(model, name)
     return model
 
 
