@@ -1,31 +1,26 @@
 """A fast CPU path for the LeNet family: compiled C for what PyTorch does slowly at this size.
 
-A LeNet is conv -> activation -> 2x2 pool, twice, then flatten and a classifier. On a CPU, PyTorch spends
-most of such a small net's time between its kernels, and in pooling and activation kernels built for big
-tensors. csrc/ does the work instead, compiled once per network shape with the system's C compiler
-(cached under cache_dir()) and called through ctypes:
+A LeNet is conv -> [batch norm] -> activation -> 2x2 pool, twice, then flatten and a classifier. On a CPU,
+PyTorch spends most of such a small net's time between its kernels. csrc/ does the work instead, compiled
+once per network shape with the system's C compiler (cached under cache_dir()) and called through ctypes:
 
-- `forward_fn(model)`: `model(x)` with the front end (convolutions, batch norms, activations, pools,
-  forward and backward) in C and the classifier in PyTorch; autograd-compatible, any loss.
+- `plan(model)`: what the fast path does for a model, and why not more, as the line a run prints:
+  `fast path: whole-step kernels (AVX-512, 16 lanes)`.
 - `training_step(model)`: a whole step's gradients (front end, the classic Linear-act-Linear-act-Linear
-  classifier and the cross-entropy) in C, written into the parameters' .grad; the optimiser stays PyTorch's.
-  The classifier may end in Keras' head (Sigmoid, then models.ClippedLog), which only `lenet_step` takes.
-  Without batch norm this is one call, `lenet_step`, that takes 16 samples per vector (8 with AVX2) through
-  the whole step; with batch norm, a
-  forward, a classifier and a backward call.
+  classifier, possibly ending in Keras' head, and the cross-entropy) in C, into the parameters' .grad; the
+  optimiser stays PyTorch's. Without batch norm one call (the lane engine, a vector of samples at a time);
+  with it three (the per-sample front end forward, the classifier, the front end backward).
+- `forward_fn(model)`: `model(x)` with the front end in C and the rest of the model in PyTorch;
+  autograd-compatible, any loss and any classifier (Dropout, log_softmax, ...).
 
-The math is the model's own up to float rounding order (tests/test_fastpath.py compares them with plain
-PyTorch; lenet_step also flushes values under 2^-126 to zero, as saturated sigmoids make them), and
-results do not depend on the thread count (they do on the vector width: AVX2 and AVX-512 builds sum in
-different orders). Supported: 1-channel input, two Conv2d (stride 1, square kernel, zero
-padding), each optionally followed by BatchNorm2d (both or neither), Sigmoid, ReLU or no activation,
-AvgPool2d(2) or MaxPool2d(2), float32 on the CPU, no input gradient, a CPU with AVX-512 or with AVX2 and FMA
-(the kernels take vectors one register wide, and the whole step is blocked for either's register count).
-Anything else (CUDA, a DDP wrapper, hooks on the front end, no C compiler, a CPU with neither) gets None,
-and the caller uses the model itself.
+Models are matched by the layers their forward runs: an nn.Sequential, or a module whose forward is the
+same chain of calls (found with torch.fx). The math is the model's own up to float rounding order (the
+tests compare every engine with PyTorch), and no result depends on the thread count. docs/fast-path.md
+says what is supported, how it is built and tested (ARM64 under qemu included), and what it measured.
 
-Modules: match (which models), build (compiling csrc/), kernels (the ctypes interface), step (autograd and
-the training step).
+Modules: chain (a model's layers), match (which models, and why not), build (compiling csrc/), kernels
+(the ctypes interface, checked against the library's own description), step (autograd and the training
+step), plan (the one-line answer).
 """
 
 from .build import cache_dir
