@@ -174,15 +174,17 @@ def _write_back(job: Job, files: dict, root: str) -> None:
 
 
 def connect(address: str | None):
-    """ray.init: the cluster at `address` ("auto": the one this machine belongs to), else a local one."""
+    """(ray, whether this call connected): ray.init on the cluster at `address` ("auto": the one this machine
+    belongs to), else on a new local one; nothing when the caller's Python is connected already."""
     ray = _import_ray()
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False,
-                     include_dashboard=False if not address else None, configure_logging=True)  # fmt: skip
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise LenetError(f"--ray {address or ''}: cannot reach a Ray cluster ({str(e).splitlines()[0]})") from None
-    return ray
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False,
+                 include_dashboard=False if not address else None, configure_logging=True)  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise LenetError(f"--ray {address or ''}: cannot reach a Ray cluster ({str(e).splitlines()[0]})") from None
+    return ray, True
 
 
 def run_ray(jobs: list[Job], options: dict, address: str | None, threads: int, retries: int,
@@ -193,7 +195,7 @@ def run_ray(jobs: list[Job], options: dict, address: str | None, threads: int, r
     datasets = {job.config().dataset for job in jobs}
     root = resolve_root(options.get("root")).resolve()
     data = dataset_files(datasets, root) if jobs else {}
-    ray = connect(address)
+    ray, connected = connect(address)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     # The inbox lives on the driver's own node, pinned (soft=True lets Ray place it elsewhere): it must not die
@@ -246,6 +248,8 @@ def run_ray(jobs: list[Job], options: dict, address: str | None, threads: int, r
         for s, handler in previous.items():
             signal.signal(s, handler)
         ray.kill(inbox)
+        if connected:  # now, not at exit: Ray's own shutdown lines must come before what the sweep prints
+            ray.shutdown()
     return [results[i] for i in sorted(results)]
 
 

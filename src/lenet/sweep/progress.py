@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import statistics
 import sys
+import warnings
 from pathlib import Path
 
 from ..train.checkpoint import METRICS
-from ..train.progress import progress_bar
+from ..train.progress import interactive
 from .spec import Job
 
 
@@ -35,12 +36,15 @@ class SweepProgress:
         self.finished_runs = list(done)
         self.running: set[str] = set()
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.bar = progress_bar(self.total, "sweep", enabled)
-        if self.bar is not None:
-            self.bar.unit = "run"
-            self.bar.bar_format = (
-                "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}{postfix}]"
-            )
+        self.bar = None
+        if interactive() if enabled is None else enabled:
+            with warnings.catch_warnings():  # tqdm.auto warns when a notebook lacks ipywidgets, then draws text
+                warnings.simplefilter("ignore")
+                from tqdm.auto import tqdm
+
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}{postfix}]"
+            self.bar = tqdm(total=self.total, desc="sweep", bar_format=fmt, leave=False, file=sys.stderr,
+                            dynamic_ncols=True)  # fmt: skip
         self.tick()
 
     def started(self, job: Job) -> None:
