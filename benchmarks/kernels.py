@@ -7,8 +7,10 @@ Cases (random inputs, PyTorch's thread count, no optimiser unless said):
   <net> step        training_step(model): every gradient and the loss in C (the whole-step engine)
   <net> front end   forward_fn(model) then autograd's backward: the front-end engine with PyTorch's classifier
   d2l inference     forward_fn(model) under inference_mode, batch 2000
-  tf1-cnn fit       the tf1-cnn recipe's `fit` (Adam, batch 20, dropout) on random images, with its roof: the
-                    machine's SGEMM GFLOP/s over the net's FLOPs per sample (sidebyside.sgemm_gflops)
+  tf1-cnn step      the trainer's step (lenet.train.loop.make_step) of the tf1-cnn recipe (Adam, batch 20,
+                    dropout), optimiser included, and its fraction of the roof: SGEMM GFLOP/s (a 2048^2 matmul,
+                    timed by the same clock) over the net's training FLOPs per sample
+  tf1-cnn step (fused Adam)   the same with torch.optim.Adam(fused=True): one pass over the 3.3 M parameters
 --against runs the same cases from another tree's src/ (e.g. `git worktree add /tmp/old HEAD~5`) in
 alternating child processes, and reports the median of the per-round ratios: with other work on the
 machine, only ratios measured side by side mean anything.
@@ -17,7 +19,6 @@ machine, only ratios measured side by side mean anything.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -28,7 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ["d2l step", "keras step", "tutorial step", "modern (batch norm) step", "tf1-cnn front end",
-         "d2l inference", "tf1-cnn fit"]  # fmt: skip
+         "d2l inference", "tf1-cnn step", "tf1-cnn step (fused Adam)"]  # fmt: skip
+
+
+CLOCK = time.perf_counter  # --cpu-time: time.process_time, this process's CPU seconds
 
 
 def _timed(run, seconds: float) -> float:
@@ -38,19 +42,21 @@ def _timed(run, seconds: float) -> float:
     run()
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end or best == 0.0:
-        calls, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < 0.1 or calls < 2:
+        calls, started = 0, CLOCK()
+        while (elapsed := CLOCK() - started) < 0.1 or calls < 2:
             run()
             calls += 1
         best = max(best, calls / elapsed)
     return best
 
 
-def measure(cases: list[str], seconds: float, threads: int = 0) -> dict[str, float]:
+def measure(cases: list[str], seconds: float, threads: int = 0, cpu_time: bool = False) -> dict[str, float]:
     """Samples per second of each case, in this process (the lenet on sys.path)."""
     import torch
     import torch.nn.functional as F
 
+    global CLOCK
+    CLOCK = time.process_time if cpu_time else time.perf_counter
     if threads:
         torch.set_num_threads(threads)
     from lenet import fast
@@ -67,7 +73,9 @@ def measure(cases: list[str], seconds: float, threads: int = 0) -> dict[str, flo
 
     out = {}
     for case in cases:
-        if case.endswith(" step"):
+        if case.startswith("tf1-cnn step"):
+            out.update(tf1_step(seconds, fused="fused" in case))
+        elif case.endswith(" step"):
             name = {"d2l": "lenet5-d2l", "keras": "lenet5-keras", "tutorial": "lenet5-tutorial"}.get(
                 case.split()[0], "lenet5-modern"
             )
@@ -95,47 +103,57 @@ def measure(cases: list[str], seconds: float, threads: int = 0) -> dict[str, flo
                     forward(x)
 
             out[case] = 2000 * _timed(infer, seconds)
-        elif case == "tf1-cnn fit":
-            out.update(tf1_fit(seconds))
     return out
 
 
-def tf1_fit(seconds: float) -> dict[str, float]:
-    """The tf1-cnn recipe's `fit` on random images: samples/s, and the fraction of the roof (SGEMM GFLOP/s over
-    the net's training FLOPs per sample) it reaches."""
+def sgemm_gflops(n: int = 2048) -> float:
+    """GFLOP/s of an n x n float32 matmul, the best of four, timed by CLOCK."""
     import torch
 
-    from lenet.bench.sidebyside import flops_per_sample, load_images, sgemm_gflops, to_dataset
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    return 2 * n**3 / _best_of(lambda: torch.mm(a, b, out=c), 4) / 1e9
+
+
+def _best_of(run, reps: int) -> float:
+    run()
+    times = []
+    for _ in range(reps):
+        started = CLOCK()
+        run()
+        times.append(CLOCK() - started)
+    return min(times)
+
+
+def tf1_step(seconds: float, fused: bool = False) -> dict[str, float]:
+    """Samples per second of the tf1-cnn recipe's training step, and its fraction of the roof."""
+    import torch
+
+    from lenet.bench.sidebyside import flops_per_sample
     from lenet.config import resolve
-    from lenet.data import Dataset, Split
     from lenet.models import create_model
-    from lenet.train.loop import fit
+    from lenet.train.loop import make_optimizer, make_step
 
-    arrays = load_images("no-such-dataset", n_train=8000, n_test=100)  # random pixels: speed only
-    d = to_dataset("mnist", arrays, "unit")
-    d = Dataset(d.name, d.classes, d.train, Split(d.test.images[:100], d.test.labels[:100]))
-    cfg = resolve("tf1-cnn", dataset="mnist", log_every=0)
-
-    quiet = {"progress": False} if "progress" in inspect.signature(fit).parameters else {}
-
-    def rate(steps: int) -> float:
-        torch.manual_seed(0)
-        history = fit(create_model(cfg.model), d, cfg, max_steps=steps, **quiet)
-        last = history.epochs[-1]  # (a partial epoch: max_steps ends it)
-        return last["examples"] / last["train_seconds"] if "train_seconds" in last else history.examples_per_sec
-
-    rate(10)
-    best = max(rate(max(20, int(150 * seconds))) for _ in range(2))
-    flops = flops_per_sample(create_model("cnn-tf1"), batch=20)
-    gflops = sgemm_gflops()
-    return {"tf1-cnn fit": best, "tf1-cnn roof fraction": best * flops / (gflops * 1e9),
-            "tf1-cnn roof samples/s": gflops * 1e9 / flops}  # fmt: skip
+    cfg = resolve("tf1-cnn", dataset="mnist")
+    torch.manual_seed(0)
+    model = create_model(cfg.model)
+    optimizer = make_optimizer(cfg, model)
+    if fused:
+        optimizer = torch.optim.Adam(optimizer.param_groups[0]["params"], lr=cfg.lr, fused=True)
+    step = make_step(model, optimizer, cfg)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(20, 1, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g)
+    for _ in range(30):  # past Adam's first steps
+        step(x, y, 20)
+    rate = 20 * _timed(lambda: step(x, y, 20), seconds)
+    flops, gflops = flops_per_sample(create_model(cfg.model), batch=20), sgemm_gflops()
+    name = "tf1-cnn step (fused Adam)" if fused else "tf1-cnn step"
+    return {name: rate, f"{name}: roof fraction": rate * flops / (gflops * 1e9), "tf1-cnn roof": gflops * 1e9 / flops}
 
 
-def child(tree: Path, cases: list[str], seconds: float, threads: int) -> dict[str, float]:
+def child(tree: Path, cases: list[str], seconds: float, threads: int, cpu_time: bool) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     code = f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import kernels; " \
-           f"print(json.dumps(kernels.measure({cases!r}, {seconds!r}, {threads!r})))"  # fmt: skip
+           f"print(json.dumps(kernels.measure({cases!r}, {seconds!r}, {threads!r}, {cpu_time!r})))"  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -147,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="per case and round")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: PyTorch's own)")
+    parser.add_argument("--cpu-time", action="store_true", help="time by this process's CPU seconds, not the "
+                        "wall clock: with --threads 1 on a busy machine, other work then counts less")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the per-round numbers here")
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -154,14 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, list[dict]] = {k: [] for k in trees}
     for r in range(args.rounds):
         for key in list(trees)[r % len(trees) :] + list(trees)[: r % len(trees)]:  # alternate who goes first
-            rounds[key].append(child(trees[key], cases, args.seconds, args.threads))
+            rounds[key].append(child(trees[key], cases, args.seconds, args.threads, args.cpu_time))
         print(f"round {r + 1}/{args.rounds}: " + "; ".join(
             f"{k} " + ", ".join(f"{c} {v[-1][c]:,.0f}" for c in cases if c in v[-1]) for k, v in rounds.items()
         ), flush=True)  # fmt: skip
     import torch
 
     threads = args.threads or torch.get_num_threads()
-    print(f"\n{threads} threads; medians of {args.rounds} rounds (samples/s)")
+    clock = "CPU" if args.cpu_time else "wall-clock"
+    print(f"\n{threads} threads; medians of {args.rounds} rounds (samples per {clock} second)")
     keys = [k for k in rounds["this"][0] if k in cases] + [k for k in rounds["this"][0] if k not in cases]
     for case in keys:
         this = statistics.median(r[case] for r in rounds["this"])
