@@ -5,6 +5,7 @@ The other test_fast_* modules import NETS, build() and the helpers from here.
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -200,3 +201,22 @@ def test_inspect_prints_the_fast_path_line(capsys):
     assert main(["inspect", "cnn-tf1"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("fast path: front-end kernels (") and last.endswith("classifier in PyTorch (Dropout)")
+
+
+@pytest.mark.parametrize("name", ["user-module", "tutorial-module"])
+def test_modules_users_write_compute_what_they_compute(name):
+    """A module traced by torch.fx runs through the kernels as its own forward would: same outputs, same
+    gradients (the autograd front end), and the same step (the whole-step kernels, where they take it)."""
+    model = build(name)
+    kernels_for(model)
+    twin = copy.deepcopy(model)
+    x, y = inputs(model, n=21)
+    forward = fast.forward_fn(twin)
+    out, want = forward(x), model(x)
+    close(out.detach(), want.detach(), f"{name}: forward_fn", rel=1e-5)
+    F.nll_loss(want, y).backward() if name == "tutorial-module" else F.cross_entropy(want, y).backward()
+    F.nll_loss(out, y).backward() if name == "tutorial-module" else F.cross_entropy(out, y).backward()
+    for (pname, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+        close(b.grad, a.grad, f"{name}: the front end under autograd, {pname}")
+    step = fast.training_step(copy.deepcopy(model))
+    assert (step is None) == (name == "tutorial-module")
