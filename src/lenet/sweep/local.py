@@ -45,17 +45,24 @@ def plan_workers(runs: int, workers: int | None = None, threads: int | None = No
     return workers, threads or max(1, cores // workers)
 
 
-def run_inline(jobs: list[Job], options: dict, progress: SweepProgress) -> list[dict]:
+def run_inline(jobs: list[Job], options: dict, threads: int, progress: SweepProgress) -> list[dict]:
     """One run after another in this process (one worker): the first Ctrl-C stops the run under way with a
     checkpoint, and the sweep there."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the caller's own setting comes back afterwards
     results = []
-    for job in jobs:
-        progress.started(job)
-        result = run_job(job, **options)
-        results.append(result)
-        progress.finished(result)
-        if result["status"] == "stopped":
-            break
+    try:
+        for job in jobs:
+            progress.started(job)
+            result = run_job(job, **options)
+            results.append(result)
+            progress.finished(result)
+            if result["status"] == "stopped":
+                break
+    finally:
+        torch.set_num_threads(before)
     return results
 
 

@@ -105,7 +105,7 @@ def execute(
             address = ray if isinstance(ray, str) else None
             results = run_ray(todo, options, address, threads, retries, progress_line)
         elif workers == 1:
-            results = run_inline(todo, options, progress_line)
+            results = run_inline(todo, options, threads, progress_line)
         else:
             results = run_local(todo, options, workers, threads, progress_line)
     finally:
