@@ -14,8 +14,8 @@ from ..errors import LenetError
 from ..train import loop
 from ..train.checkpoint import load_run
 from ..train.plots import plot_confusion, plot_gallery
-from ..train.run import Run, data_root_for
-from ..train.setup import load_data, select_device
+from ..train.run import Run
+from ..train.setup import data_root_for, load_data, select_device
 
 
 def evaluate(target, data=None, *, split: str = "test", dataset: str | None = None, root=None, **options) -> dict:
@@ -61,9 +61,7 @@ def evaluate_run(
         remembered = info.get("data_root")
     if dataset:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "dataset": dataset})
-    if root is None and remembered and Path(remembered).is_dir():
-        root = remembered
-    data = load_data(cfg, data_root_for(root, None), where, verify=verify)
+    data = load_data(cfg, data_root_for(root, remembered), where, verify=verify)
     part = data.test if split == "test" else data.train
     metrics = loop.evaluate(model, part, cfg.eval_batch_size)
     confusion = np.asarray(metrics["confusion"])

@@ -13,10 +13,8 @@ import math
 import platform
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,26 +23,21 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import Config, input_size, resolve, validate
+from ..config import Config, input_size
 from ..data import Dataset
 from ..data import download as download_dataset
-from ..data.catalogue import resolve_root
 from ..errors import LenetError
 from ..models import count_parameters, init_weights
-from ..models.custom import describe
 from . import dist
 from .checkpoint import CHECKPOINT, CONFIG, RUN_INFO, SUMMARY, RunDir, load_resume, load_run, read_json, restore
 from .loop import History, TrainState, evaluate, fit
 from .plots import plot_curves
 from .report import Reporter
-from .setup import build_model, load_data, make_optimizer, select_device
+from .setup import build_model, config_for, data_root_for, load_data, make_optimizer, select_device
+from .signals import Interrupted, stop_signals
 
 # Schedules whose shape does not depend on the number of epochs: a finished run on one can be extended.
 EXTENSIBLE_SCHEDULES = ("constant", "piecewise")
-
-
-class Interrupted(KeyboardInterrupt):
-    """A run stopped at once (a second Ctrl-C); its message says what was kept."""
 
 
 @dataclass
@@ -68,30 +61,6 @@ class Run:
     @property
     def finished(self) -> bool:
         return self.stopped is None and len(self.history.complete) >= self.config.epochs
-
-
-@contextmanager
-def stop_signals(ignore_after_stop: bool = False) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM noted in the yielded list (training ends the epoch there, with a checkpoint); a
-    second signal stops at once. The previous handlers come back on exit, unless a signal came and
-    `ignore_after_stop` (a program on its way out: further presses are ignored). Outside the main thread,
-    where Python cannot take signals, the list stays empty."""
-    signals: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield signals
-        return
-
-    def on_signal(signum, frame):
-        if signals:
-            raise KeyboardInterrupt
-        signals.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield signals
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_IGN if signals and ignore_after_stop else handler)
 
 
 def versions() -> dict:
@@ -132,50 +101,6 @@ def summarize(cfg: Config, history: History, test_examples: int, **where) -> dic
 # Starting, resuming, extending
 
 
-def _user_model(model: nn.Module, cfg: Config) -> Config:
-    """The config of a run on a model of the user's own: how to rebuild it, and the input side it reads."""
-    name, kwargs = describe(model)
-    size = cfg.input_size or _input_side(model)
-    return dataclasses.replace(cfg, model=name, model_kwargs=kwargs, input_size=size)
-
-
-def _input_side(model: nn.Module) -> int:
-    """28 or 32: the side a model of the user's own takes (tried on one blank image, 28 first)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        for side in (28, 32):
-            try:
-                with torch.no_grad():
-                    model(torch.zeros(1, 1, side, side, device=device))
-                return side
-            except RuntimeError:
-                continue
-    finally:
-        model.train(was_training)
-    raise LenetError("your model takes neither a 28x28 nor a 32x32 one-channel image; check its first layers")
-
-
-def _config_for(config, model, overrides) -> Config:
-    if isinstance(model, str):  # a registered model's name: one more override
-        overrides, model = {**overrides, "model": model}, None
-    if isinstance(config, str):
-        cfg = resolve(config, **overrides)
-    elif isinstance(config, Config):
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Config)})
-        if unknown:
-            raise LenetError(f"unknown config field(s): {', '.join(unknown)}")
-        cfg = validate(dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}))
-    else:
-        raise LenetError(f"config: expected a recipe name or a lenet.Config, not {type(config).__name__}")
-    if model is not None:
-        if not isinstance(model, nn.Module):
-            raise LenetError(f"model: expected a torch.nn.Module, not {type(model).__name__}")
-        cfg = _user_model(model, cfg)
-    return cfg
-
-
 def _resumed(folder, epochs: int | None, overrides: dict) -> tuple[Config, dict | None]:
     """The config and checkpoint a resumed run continues with (epochs raised when extending a finished one)."""
     given = sorted(k for k, v in overrides.items() if v is not None)
@@ -194,15 +119,6 @@ def _resumed(folder, epochs: int | None, overrides: dict) -> tuple[Config, dict 
             f"would change the steps already taken; start a new run with --epochs {epochs}"
         )
     return dataclasses.replace(cfg, epochs=epochs), ckpt
-
-
-def data_root_for(root, folder: Path | None) -> Path:
-    """The data root: the one given, else the one a resumed run was trained on (if it is still there)."""
-    if root is None and folder is not None:
-        remembered = read_json(folder / RUN_INFO).get("data_root")
-        if remembered and Path(remembered).is_dir():
-            return Path(remembered)
-    return resolve_root(root).resolve()
 
 
 def train(
@@ -260,7 +176,7 @@ def train(
             raise LenetError("model: a resumed run rebuilds its own model; pass model= only for a module of your own")
     else:
         folder = Path(out) if out is not None else None
-        cfg, ckpt = _config_for(config, model, overrides), None
+        cfg, ckpt = config_for(config, model, overrides), None
         model = model if isinstance(model, nn.Module) else None
         if snapshots and folder is None and not dry_run:
             raise LenetError("snapshots are kept in the run folder: pass out= (a folder) too")
@@ -271,7 +187,7 @@ def train(
     rank, where = dist.init(select_device(device))
     if download:
         download_dataset(cfg.dataset, root, progress=sys.stderr.isatty())
-    data_root = data_root_for(root, folder if resume is not None else None)
+    data_root = data_root_for(root, read_json(folder / RUN_INFO).get("data_root") if resume is not None else None)
     data = data if data is not None else load_data(cfg, data_root, where, verify=verify)
     if model is None:
         model = build_model(cfg)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, input_size
+from ..config import Config, input_size, resolve, validate
 from ..data import Dataset, load_dataset
+from ..data.catalogue import resolve_root
 from ..errors import LenetError
 from ..models import create_model, init_weights
+from ..models.custom import describe
 from ..models.lenet1998 import SDLM, map_loss
 from .optim import SGD
 
@@ -97,3 +101,59 @@ def loss_denominator(cfg: Config, global_batch: int) -> float:
     even for the short last batch, as Gluon's `loss.sum()` + `trainer.step(batch_size)` does in seed 000.
     """
     return {"mean": global_batch, "sum": 1, "nominal": cfg.batch_size}[cfg.reduction]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# From the caller's arguments to a config, a model of their own and a data root
+
+
+def user_model_config(model: nn.Module, cfg: Config) -> Config:
+    """The config of a run on a model of the user's own: how to rebuild it, and the input side it reads."""
+    name, kwargs = describe(model)
+    size = cfg.input_size or input_side(model)
+    return dataclasses.replace(cfg, model=name, model_kwargs=kwargs, input_size=size)
+
+
+def input_side(model: nn.Module) -> int:
+    """28 or 32: the side a model of the user's own takes (tried on one blank image, 28 first)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for side in (28, 32):
+            try:
+                with torch.no_grad():
+                    model(torch.zeros(1, 1, side, side, device=device))
+                return side
+            except RuntimeError:
+                continue
+    finally:
+        model.train(was_training)
+    raise LenetError("your model takes neither a 28x28 nor a 32x32 one-channel image; check its first layers")
+
+
+def config_for(config, model, overrides) -> Config:
+    if isinstance(model, str):  # a registered model's name: one more override
+        overrides, model = {**overrides, "model": model}, None
+    if isinstance(config, str):
+        cfg = resolve(config, **overrides)
+    elif isinstance(config, Config):
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Config)})
+        if unknown:
+            raise LenetError(f"unknown config field(s): {', '.join(unknown)}")
+        cfg = validate(dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}))
+    else:
+        raise LenetError(f"config: expected a recipe name or a lenet.Config, not {type(config).__name__}")
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise LenetError(f"model: expected a torch.nn.Module, not {type(model).__name__}")
+        cfg = user_model_config(model, cfg)
+    return cfg
+
+
+def data_root_for(root, remembered: str | None = None) -> Path:
+    """The data root: the one given, else `remembered` (the one a run was trained on, if it is still there),
+    else $LENET_DATA or ~/.cache/lenet."""
+    if root is None and remembered and Path(remembered).is_dir():
+        return Path(remembered)
+    return resolve_root(root).resolve()
