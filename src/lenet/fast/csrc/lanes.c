@@ -144,7 +144,8 @@ LENET_NOINLINE void input_forward(const float *x, int n, vf *xg) {
 
 /* A convolution + bias (b may be NULL) + activation: in (c_in, side, side) -> out (c_out, side - k + 1, ...).
  * Blocks of cb channels x xb columns (cb * xb <= ACC accumulators); per kernel tap, xb input vectors and cb
- * broadcast weights. */
+ * broadcast weights. (The inputs are read where they are used: copied into registers first, they crowd AVX2's
+ * 16 and GCC spills accumulators.) */
 LENET_INLINE void conv_forward(const vf *in, int c_in, int side, const float *w, const float *b, int c_out, int k,
                                vf *out, int act, float slope, const int cb, const int xb) {
     const int o = side - k + 1;
@@ -158,11 +159,9 @@ LENET_INLINE void conv_forward(const vf *in, int c_in, int side, const float *w,
                     for (int ky = 0; ky < k; ky++)
                         for (int kx = 0; kx < k; kx++) {
                             const vf *row = in + (ci * side + y + ky) * side + x0 + kx;
-                            vf iv[ACC];
-                            for (int j = 0; j < xb; j++) iv[j] = row[j];
                             for (int c = 0; c < cb; c++) {
                                 const float wt = w[(((c0 + c) * c_in + ci) * k + ky) * k + kx];
-                                for (int j = 0; j < xb; j++) acc[c * xb + j] += iv[j] * wt;
+                                for (int j = 0; j < xb; j++) acc[c * xb + j] += row[j] * wt;
                             }
                         }
                 for (int c = 0; c < cb; c++)
