@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load
-from test_browser import CHROMIUM_ARGS, TIMEOUT_MS, chromium  # noqa: F401  (the chromium fixture)
+from test_browser import CHROMIUM_ARGS, DIGITS, TIMEOUT_MS, chromium, draw  # noqa: F401  (the chromium fixture)
 
 import lenet
 from lenet.cli import main
@@ -238,6 +238,30 @@ def test_the_page_works_from_a_file_too(browser, exported):
         page.click("#sample")
         page.wait_for_selector("#prediction[data-state='ready']")
         assert page.inner_text("#label") in "0123456789" and page.locator("#layers .layer").count() > 5
+        assert not errors
+    finally:
+        page.close()
+
+
+def test_the_exported_page_reads_drawings_explains_and_replays_the_training(browser, exported, mnist_run):
+    _, url = exported
+    page, errors = open_page(browser, url)
+    try:
+        draw(page, DIGITS[7])
+        page.wait_for_selector("#prediction[data-state='ready']")
+        assert page.inner_text("#label") == "7" and page.is_visible("#saliency")
+        image = np.array(page.evaluate("Array.from(lenetPage.input)"), np.uint8).reshape(28, 28)
+        page.click("#layers .layer[data-name='conv1'] canvas >> nth=2")
+        box = page.locator("#detail .big .stack").bounding_box()
+        page.mouse.move(box["x"] + 9.5 * box["width"] / 28, box["y"] + 6.5 * box["height"] / 28)
+        _, layers = Predictor.from_run(mnist_run).activations(image)
+        conv1 = next(out for name, _, out in layers if name == "conv1")
+        pre = float(page.get_attribute("#arithmetic", "data-main"))
+        assert pre == pytest.approx(float(conv1[2, 6, 9]), abs=1e-4)
+        page.click("#detail-close")
+        page.locator("#snapshot").fill("0")  # the snapshots travel with the export
+        page.wait_for_selector("#snapshot[data-loaded='0']")
+        assert page.inner_text(".snapshot-label") == "step 0 (epoch 0.00)"
         assert not errors
     finally:
         page.close()
