@@ -251,13 +251,3 @@ def run_ray(jobs: list[Job], options: dict, address: str | None, threads: int, r
         if connected:  # now, not at exit: Ray's own shutdown lines must come before what the sweep prints
             ray.shutdown()
     return [results[i] for i in sorted(results)]
-
-
-def wait_for_nodes(count: int, timeout: float = 60) -> None:
-    """Wait until the cluster has `count` live nodes (for scripts that start nodes just before a sweep)."""
-    ray = _import_ray()
-    deadline = time.monotonic() + timeout
-    while sum(n["Alive"] for n in ray.nodes()) < count:
-        if time.monotonic() > deadline:
-            raise LenetError(f"the Ray cluster has fewer than {count} nodes after {timeout:.0f} s")
-        time.sleep(0.2)

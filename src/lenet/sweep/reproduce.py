@@ -152,11 +152,13 @@ def reproduce(
     before = log.get("machine") or machine()
     results = execute([job for _, job in jobs], root=root, **options)
     trained = any(r.get("before") != "done" for r in results)
-    log = {"machine": before, "seconds": log.get("seconds", 0.0) + (time.perf_counter() - started) * trained,
-           "command": command if trained or "command" not in log else log["command"]}  # fmt: skip
-    (out / LOG_FILE).write_text(json.dumps(log, indent=2) + "\n")
+    if trained or "finished" not in log:
+        log = {"machine": before, "seconds": log.get("seconds", 0.0) + (time.perf_counter() - started) * trained,
+               "command": command, "load_end": machine()["load"],
+               "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
+        (out / LOG_FILE).write_text(json.dumps(log, indent=2) + "\n")
     stopped = [r for r in results if r["status"] != "done"]
-    text = write_up(planned, folders, before, log["seconds"], log["command"], quick, root, stopped)
+    text = write_up(planned, folders, log, quick, stopped)
     path = out / "REPRODUCE.md"
     path.write_text(text)
     plot = figure(planned, folders)
@@ -182,17 +184,17 @@ def _row_report(row: Row, folder: Path, spec: SweepSpec):
     return collect(spec.jobs(folder), spec.recipe, {}, spec.seeds, folder)
 
 
-def write_up(planned, folders, before: dict, seconds: float, command: str, quick: bool, root, stopped) -> str:
-    """REPRODUCE.md: per row, what the seed (or paper) printed beside lenet's mean ± std over seeds."""
-    after = machine()
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def write_up(planned, folders, log: dict, quick: bool, stopped) -> str:
+    """REPRODUCE.md: per row, what the seed (or paper) printed beside lenet's mean ± std over seeds; `log` is
+    reproduce.json (the machine, wall time, command and end of the invocations that trained)."""
+    m = log["machine"]
     lines = [
         "# Reproducing the seed notebooks and the 1998 paper, with spreads",
         "",
-        f"Written by `{command or 'lenet reproduce'}` (lenet {__version__}) on {stamp}: {seconds / 60:.1f} minutes "
-        "wall for every run of every row.",
-        f"Machine: {before['cpu']}, {before['cores']} cores, {before['system']}; torch {before['torch']}, Python "
-        f"{before['python']}; 1-minute load average {before['load']:.1f} at the start, {after['load']:.1f} at the end.",
+        f"Made by `{log['command'] or 'lenet reproduce'}` (lenet {__version__}), finished {log['finished']}: "
+        f"{log['seconds'] / 60:.1f} minutes wall for every run of every row.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['system']}; torch {m['torch']}, Python {m['python']}; "
+        f"1-minute load average {m['load']:.1f} at the start, {log['load_end']:.1f} at the end (other jobs shared it).",
         "",
     ]
     if quick:
@@ -266,6 +268,10 @@ def figure(planned, folders):
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):  # 0.8, 1, 2 rather than 2x10^0
+        axis(FormatStrFormatter("%g"))
     ax.set_xlabel("final test error % (log scale); dots: seeds; red: mean ± std")
     ax.grid(True, alpha=0.3, which="both")
     fig.tight_layout()
