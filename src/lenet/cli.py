@@ -665,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("reproduce", "every seed recipe and the 1998 paper over several seeds: REPRODUCE.md, with spreads",
             cmd_reproduce)  # fmt: skip
     p.add_argument("--seeds", default=str(DEFAULT_SEEDS), help="seeds per row: N (the first N) or A-B or a list")
-    p.add_argument("--paper-seeds", help="seeds of the two 1998 rows, ~13 core-minutes a run (default: the first "
+    p.add_argument("--paper-seeds", help="seeds of the two 1998 rows, ~20 core-minutes a run (default: the first "
                    f"{DEFAULT_PAPER_SEEDS} of --seeds)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help=f"stop every run after {QUICK_STEPS} steps: a smoke test "
                    "of the whole pipeline (CI), not results")  # fmt: skip

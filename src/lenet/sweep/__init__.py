@@ -11,7 +11,7 @@ cluster (Ray tasks), progress, runner (run_sweep, execute), report, reproduce.
 
 # `lenet reproduce`'s defaults (here, so that the command line's --help can state them without torch).
 DEFAULT_SEEDS = 5
-# The 1998 rows train 20 passes of per-4-sample SDLM steps with no fast path, ~13 minutes a run on one core:
+# The 1998 rows train 20 passes of per-4-sample SDLM steps with no fast path, ~20 minutes a run on one core:
 # two seeds each keep the default under an hour on 2 cores (docs/sweeps.md has the budget).
 DEFAULT_PAPER_SEEDS = 2
 QUICK_STEPS = 30  # --quick: every run stops after this many steps (a smoke test of the whole pipeline)
