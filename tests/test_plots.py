@@ -141,16 +141,19 @@ def test_live_curves_outside_jupyter_write_one_named_png(tmp_path, monkeypatch, 
     assert not list(tmp_path.glob(".*tmp"))  # written through a temporary file, renamed into place
 
 
-def test_live_curves_throttle_and_flush(tmp_path):
+def test_training_curves_draw_between_epochs_and_throttle_within(tmp_path):
     curves = plots.TrainingCurves(3, path=tmp_path / "c.png", min_interval=3600)
-    curves.on_progress(0.2, 2.3, 0.1)  # the first point draws
-    mtime = (tmp_path / "c.png").stat().st_mtime_ns
+    curves.on_progress(0.2, 2.3, 0.1)
     curves.on_progress(0.4, 2.2, 0.12)
+    assert not (tmp_path / "c.png").exists()  # within min_interval of its creation: no drawing mid-epoch
     curves.on_epoch({"epoch": 1, "test_acc": 0.2})
-    assert (tmp_path / "c.png").stat().st_mtime_ns == mtime  # skipped: within min_interval
+    mtime = (tmp_path / "c.png").stat().st_mtime_ns  # an epoch's end is drawn
+    curves.on_progress(1.2, 2.0, 0.3)
+    assert (tmp_path / "c.png").stat().st_mtime_ns == mtime
+    assert len(curves.axes[0].lines[0].get_xdata()) == 2
     curves.close()
-    assert curves.X == [[0.2, 0.4], [0.2, 0.4], [1.0]]
-    assert len(curves.axes[0].lines[2].get_xdata()) == 1  # the test acc point is drawn after close()
+    assert curves.X == [[0.2, 0.4, 1.2], [0.2, 0.4, 1.2], [1.0]]
+    assert len(curves.axes[0].lines[0].get_xdata()) == 3  # close() draws what was skipped
 
 
 def test_live_curves_never_raise_on_an_unwritable_file(tmp_path, capsys):

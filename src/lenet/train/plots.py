@@ -417,12 +417,16 @@ def set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, legend) -> None:
 class TrainingCurves(LiveCurves):
     """LiveCurves for a training run: train loss and acc as the epoch goes, test acc at its end.
 
-    Its `on_progress` and `on_epoch` are fit's hooks of those names; call `close()` when fit returns.
+    Its `on_progress` and `on_epoch` are fit's hooks of those names; call `close()` when fit returns. Inside
+    an epoch it redraws at most every `min_interval` seconds, counted from its creation, so that an epoch
+    shorter than that spends none of its time drawing (fit's clock, like d2l's Timer, should time training);
+    every epoch's end is drawn.
     """
 
     def __init__(self, epochs: int, *, path=None, live=None, min_interval: float = 1.0):
         super().__init__(xlabel="epoch", xlim=[1, epochs], legend=["train loss", "train acc", "test acc"],
                          path=path, live=live, min_interval=min_interval)  # fmt: skip
+        self._last_draw = time.perf_counter()
 
     def on_progress(self, position: float, train_loss: float, train_acc: float) -> None:
         self.add(position, (train_loss, train_acc, None))
@@ -430,3 +434,4 @@ class TrainingCurves(LiveCurves):
     def on_epoch(self, record: dict) -> None:
         if record.get("test_acc") is not None:
             self.add(record["epoch"], (None, None, record["test_acc"]))
+        self.flush()
