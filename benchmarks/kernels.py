@@ -11,6 +11,8 @@ Cases (random inputs, PyTorch's thread count, no optimiser unless said):
                     dropout), optimiser included, and its fraction of the roof: SGEMM GFLOP/s (a 2048^2 matmul,
                     timed by the same clock) over the net's training FLOPs per sample
   tf1-cnn step (fused Adam)   the same with torch.optim.Adam(fused=True): one pass over the 3.3 M parameters
+  tf1-cnn parts     milliseconds per step of 20 in the front end's kernels (forward, backward), PyTorch's
+                    classifier (forward and backward), Adam's update and the fused one
 --against runs the same cases from another tree's src/ (e.g. `git worktree add /tmp/old HEAD~5`) in
 alternating child processes, and reports the median of the per-round ratios: with other work on the
 machine, only ratios measured side by side mean anything.
@@ -29,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ["d2l step", "keras step", "tutorial step", "modern (batch norm) step", "tf1-cnn front end",
-         "d2l inference", "tf1-cnn step", "tf1-cnn step (fused Adam)"]  # fmt: skip
+         "d2l inference", "tf1-cnn step", "tf1-cnn step (fused Adam)", "tf1-cnn parts"]  # fmt: skip
 
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time, this process's CPU seconds
@@ -73,7 +75,9 @@ def measure(cases: list[str], seconds: float, threads: int = 0, cpu_time: bool =
 
     out = {}
     for case in cases:
-        if case.startswith("tf1-cnn step"):
+        if case == "tf1-cnn parts":
+            out.update(tf1_parts(seconds))
+        elif case.startswith("tf1-cnn step"):
             out.update(tf1_step(seconds, fused="fused" in case))
         elif case.endswith(" step"):
             name = {"d2l": "lenet5-d2l", "keras": "lenet5-keras", "tutorial": "lenet5-tutorial"}.get(
@@ -150,6 +154,59 @@ def tf1_step(seconds: float, fused: bool = False) -> dict[str, float]:
     return {name: rate, f"{name}: roof fraction": rate * flops / (gflops * 1e9), "tf1-cnn roof": gflops * 1e9 / flops}
 
 
+def tf1_parts(seconds: float) -> dict[str, float]:
+    """Milliseconds per step of 20 samples: the front end's kernels and PyTorch's classifier on their own, and
+    the optimiser's share of whole trainer steps (timed inside them: alone, Adam's update runs on warm caches
+    and reused buffers, and looks cheaper than it is), with the recipe's Adam and with the fused one."""
+    import torch
+    import torch.nn.functional as F
+
+    from lenet import fast
+    from lenet.config import resolve
+    from lenet.fast.step import _params
+    from lenet.models import create_model
+    from lenet.train.loop import make_optimizer, make_step
+
+    cfg = resolve("tf1-cnn", dataset="mnist")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(20, 1, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g)
+    out = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = create_model(cfg.model)
+        optimizer = make_optimizer(cfg, model)
+        if fused:
+            optimizer = torch.optim.Adam(optimizer.param_groups[0]["params"], lr=cfg.lr, fused=True)
+        step, spent, update = make_step(model, optimizer, cfg), [0.0], optimizer.step
+
+        def timed_update(update=update, spent=spent):
+            started = CLOCK()
+            update()
+            spent[0] += CLOCK() - started
+
+        optimizer.step = timed_update
+        for _ in range(30):  # Adam's moments as training makes them
+            step(x, y, 20)
+        spent[0], started, n = 0.0, CLOCK(), max(10, int(40 * seconds))
+        for _ in range(n):
+            step(x, y, 20)
+        name = "fused Adam" if fused else "Adam"
+        out[f"tf1-cnn parts: whole step, {name} (ms)"] = (CLOCK() - started) / n * 1e3
+        out[f"tf1-cnn parts: {name}'s update in it (ms)"] = spent[0] / n * 1e3
+    found = fast.match(model)
+    k = fast.kernels(found.front)
+    prm, _alive = _params(found)
+    f, gf, grads = torch.empty(20, k.features), torch.randn(20, k.features, generator=g), torch.empty(k.grad_floats)
+    tail = torch.nn.Sequential(*found.tail)
+    features = torch.rand(20, k.features, generator=g).requires_grad_()
+    parts = {
+        "front end forward": lambda: k.forward(prm, x, False, True, None, f),
+        "front end backward": lambda: k.backward(prm, x, None, gf, grads, False),
+        "classifier forward and backward": lambda: F.cross_entropy(tail(features), y).backward(),
+    }
+    return out | {f"tf1-cnn parts: {name} (ms)": 1e3 / _timed(run, seconds / 3) for name, run in parts.items()}
+
+
 def child(tree: Path, cases: list[str], seconds: float, threads: int, cpu_time: bool) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     code = f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import kernels; " \
@@ -186,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = [k for k in rounds["this"][0] if k in cases] + [k for k in rounds["this"][0] if k not in cases]
     for case in keys:
         this = statistics.median(r[case] for r in rounds["this"])
-        line = f"  {case:28s} {this:>12,.3f}" if "fraction" in case else f"  {case:28s} {this:>12,.0f}"
+        number = "{:>12,.3f}" if "fraction" in case or "(ms)" in case else "{:>12,.0f}"
+        line = f"  {case:28s} " + number.format(this)
         if args.against:
             other = statistics.median(r[case] for r in rounds["against"])
             ratio = statistics.median(a[case] / b[case] for a, b in zip(rounds["this"], rounds["against"], strict=True))
-            line += f"   against {other:>12,.3f}" if "fraction" in case else f"   against {other:>12,.0f}"
-            line += f"   ratio {ratio:.3f}"
+            line += "   against " + number.format(other) + f"   ratio {ratio:.3f}"
         print(line)
     if args.json:
         args.json.write_text(json.dumps({"threads": threads, "rounds": rounds}, indent=1))
