@@ -207,7 +207,8 @@ static void chunk_task(void *ctx, int chunk, int thread) {
     float loss = 0.0f, correct = 0.0f;
     for (int s = 0; s < n; s++) {
         loss += cross_entropy(dz + s * F3P, 1, NCLS, (int)st->y[start + s], st->smoothing, st->scale, &correct);
-        for (int o = 0; o < F3P; o++) dz[s * F3P + o] = o < NCLS ? dz[s * F3P + o] * (LENET_CLIPLOG ? w[T_GATE + s * F3P + o] : 1.0f) : 0.0f;
+        for (int o = 0; o < F3P; o++) /* through Keras' head's gates; the padding lanes zero */
+            dz[s * F3P + o] = o < NCLS ? dz[s * F3P + o] * (LENET_CLIPLOG ? w[T_GATE + s * F3P + o] : 1.0f) : 0.0f;
     }
     part[C_LOSS] = loss;
     part[C_LOSS + 1] = correct;

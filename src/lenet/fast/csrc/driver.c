@@ -57,7 +57,8 @@ int main(int argc, char **argv) {
 
     /* the front end, forward (training) and backward */
     float *stats = floats(2 * (C1 + C2)), *s1 = floats(b * lenet_s1_floats()), *p1 = floats(b * lenet_p1_floats());
-    float *s2 = floats(b * lenet_s2_floats()), *f = floats(b * NF), *ws = floats(lenet_frontend_workspace_floats(threads));
+    float *s2 = floats(b * lenet_s2_floats()), *f = floats(b * NF);
+    float *ws = floats(lenet_frontend_workspace_floats(threads));
     double *dsum = calloc((size_t)lenet_frontend_chunk_doubles(batch) + 1, sizeof(double));
     lenet_frontend_forward(batch, threads, &prm, 1, x, stats, s1, p1, s2, f, ws, dsum);
     write_array(f, b * NF);

@@ -508,7 +508,7 @@ typedef struct {
     float b1[C1], scale1[C1], shift1[C1], scale2[C2P], shift2[C2P], invstd2[C2P], k1[C1][5], k2[C2P][5];
 } Front;
 
-#define FOR_SAMPLES(chunk) \
+#define LENET_FOR_SAMPLES(chunk) \
     for (int i = (chunk) * fr->chunk; i < fr->batch && i < ((chunk) + 1) * fr->chunk; i++)
 
 static float *thread_ws(const Front *fr, int thread) { return fr->ws + WS_THREADS + (long)thread * WS_THREAD; }
@@ -518,7 +518,7 @@ static void forward_task(void *ctx, int chunk, int thread) {
     const Front *fr = ctx;
     if (chunk < 0) return;
     float *w = thread_ws(fr, thread);
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         float *s1 = fr->s1 ? fr->s1 + (long)i * S1_SIZE : w + WS_S1;
         float *p1 = fr->p1 ? fr->p1 + (long)i * P1_SIZE : w + WS_P1;
         float *s2 = fr->s2 ? fr->s2 + (long)i * S2_SIZE : w + WS_S2;
@@ -538,7 +538,7 @@ static void forward_phase1(void *ctx, int chunk, int thread) {
     if (chunk < 0) return;
     double *part = fr->dsum + (long)chunk * D_SIZE;
     memset(part, 0, sizeof(double) * D_SIZE);
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         conv1_forward(fr->x + (long)i * S * S, fr->prm->w1, fr->b1, fr->s1 + (long)i * S1_SIZE);
         bn1_moments(fr->s1 + (long)i * S1_SIZE, part);
     }
@@ -550,7 +550,7 @@ static void forward_phase2(void *ctx, int chunk, int thread) {
     if (chunk < 0) return;
     float *w = thread_ws(fr, thread);
     double *part = fr->dsum + (long)chunk * D_SIZE + 2 * C1;
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         act1_forward(fr->s1 + (long)i * S1_SIZE, fr->scale1, fr->shift1, w + WS_T1);
         pool1_forward(w + WS_T1, fr->p1 + (long)i * P1_SIZE);
         conv2_forward(fr->p1 + (long)i * P1_SIZE, fr->packed + P_W2T, fr->packed + P_B2, fr->s2 + (long)i * S2_SIZE);
@@ -563,7 +563,7 @@ static void forward_phase3(void *ctx, int chunk, int thread) {
     const Front *fr = ctx;
     if (chunk < 0) return;
     float *w = thread_ws(fr, thread);
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         act2_forward(fr->s2 + (long)i * S2_SIZE, fr->scale2, fr->shift2, w + WS_S2);
         pool2_forward(w + WS_S2, fr->f + (long)i * NF);
     }
@@ -576,7 +576,8 @@ static void forward_phase3(void *ctx, int chunk, int thread) {
  * and the running statistics move by prm->momentum; otherwise the running statistics normalise. */
 void lenet_frontend_forward(int batch, int threads, const LenetParams *prm, int train, const float *x, float *stats,
                             float *s1, float *p1, float *s2, float *f, float *ws, double *dsum) {
-    Front fr = {.batch = batch, .chunk = chunk_size(batch), .chunks = chunk_count(batch), .train = train, .prm = prm, .x = x,
+    Front fr = {.batch = batch, .chunk = chunk_size(batch), .chunks = chunk_count(batch), .train = train, .prm = prm,
+                .x = x,
                 .stats = stats, .s1 = s1, .p1 = p1, .s2 = s2, .f = f, .ws = ws, .packed = ws, .dsum = dsum};
     pack(prm, NULL, fr.packed);
     for (int c = 0; c < C1; c++) fr.b1[c] = prm->b1 ? prm->b1[c] : 0.0f;
@@ -625,7 +626,7 @@ static void backward_task(void *ctx, int chunk, int thread) {
     float *w = thread_ws(fr, thread), *g = fr->parts + (long)chunk * G_SIZE;
     memset(g, 0, sizeof(float) * G_SIZE);
     memset(w + WS_ACC1, 0, sizeof(float) * C1 * K1 * K1 * V);
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         pool2_backward(fr->gf + (long)i * NF, fr->s2 + (long)i * S2_SIZE, w + WS_GZ2);
         conv2_backward(w + WS_GZ2, fr->p1 + (long)i * P1_SIZE, fr->packed + P_W2R, fr->s1 + (long)i * S1_SIZE, g, w);
         conv1_backward_weight(fr->x + (long)i * S * S, w + WS_GZ1, w + WS_ACC1, g + G_B1);
@@ -641,7 +642,7 @@ static void backward_phase1(void *ctx, int chunk, int thread) {
     const float *mean2 = fr->packed + P_M2;
     double *part = fr->dsum + (long)chunk * D_SIZE;
     float sg[C2P] = {0}, sgx[C2P] = {0};
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         const float *z = fr->s2 + (long)i * S2_SIZE;
         float *gy = fr->gy2 + (long)i * S2_SIZE;
         act2_forward(z, fr->scale2, fr->shift2, w + WS_S2);
@@ -667,10 +668,11 @@ static void backward_phase2(void *ctx, int chunk, int thread) {
     double *part = fr->dsum + (long)chunk * D_SIZE;
     memset(g, 0, sizeof(float) * G_SIZE);
     float sg[C1] = {0}, sgx[C1] = {0};
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         const float *z = fr->s2 + (long)i * S2_SIZE, *gy = fr->gy2 + (long)i * S2_SIZE;
         for (int pos = 0; pos < O2 * O2; pos++)
-            for (int c = 0; c < C2P; c++) gz2[pos * C2P + c] = bn_backward(gy[pos * C2P + c], z[pos * C2P + c], fr->k2[c]);
+            for (int c = 0; c < C2P; c++)
+                gz2[pos * C2P + c] = bn_backward(gy[pos * C2P + c], z[pos * C2P + c], fr->k2[c]);
         const float *z1 = fr->s1 + (long)i * S1_SIZE;
         act1_forward(z1, fr->scale1, fr->shift1, w + WS_T1);
         conv2_backward(gz2, fr->p1 + (long)i * P1_SIZE, fr->packed + P_W2R, w + WS_T1, g, w);
@@ -700,7 +702,7 @@ static void backward_phase3(void *ctx, int chunk, int thread) {
     if (chunk < 0) return;
     float *w = thread_ws(fr, thread), *g = fr->parts + (long)chunk * G_SIZE, *gz1 = w + WS_GZ1;
     memset(w + WS_ACC1, 0, sizeof(float) * C1 * K1 * K1 * V);
-    FOR_SAMPLES(chunk) {
+    LENET_FOR_SAMPLES(chunk) {
         const float *z1 = fr->s1 + (long)i * S1_SIZE, *gy = fr->gy1 + (long)i * S1_SIZE;
         for (int c = 0; c < C1; c++)
             for (int k = 0; k < O1 * RS1; k++) {

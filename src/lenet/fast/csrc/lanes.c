@@ -39,61 +39,64 @@ enum {
 /* Across lanes: sums and transposes of blocks of V vectors */
 
 #if defined(__clang__) || __GNUC__ >= 12
-#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define LENET_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #if LENET_V == 16
 /* o0, o1 = a and b's first halves, a and b's second halves; then quarters, pairs, single lanes */
-#define HALVES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), \
-                              o1 = SHUF(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
-#define QUARTERS(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27), \
-                                o1 = SHUF(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
-#define PAIRS(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29), \
-                             o1 = SHUF(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
-#define SINGLES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30), \
-                               o1 = SHUF(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
-#define BITREVERSED(r) SHUF(r, r, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15)
+#define LENET_HALVES(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), \
+                              o1 = LENET_SHUF(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+#define LENET_QUARTERS(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27), \
+                                o1 = LENET_SHUF(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+#define LENET_PAIRS(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29), \
+                             o1 = LENET_SHUF(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+#define LENET_SINGLES(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30), \
+                               o1 = LENET_SHUF(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
+#define LENET_BITREVERSED(r) LENET_SHUF(r, r, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15)
 #elif LENET_V == 8
-#define HALVES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 2, 3, 8, 9, 10, 11), o1 = SHUF(a, b, 4, 5, 6, 7, 12, 13, 14, 15))
-#define PAIRS(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13), o1 = SHUF(a, b, 2, 3, 10, 11, 6, 7, 14, 15))
-#define SINGLES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 8, 2, 10, 4, 12, 6, 14), o1 = SHUF(a, b, 1, 9, 3, 11, 5, 13, 7, 15))
-#define BITREVERSED(r) SHUF(r, r, 0, 4, 2, 6, 1, 5, 3, 7)
+#define LENET_HALVES(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 1, 2, 3, 8, 9, 10, 11), \
+                                    o1 = LENET_SHUF(a, b, 4, 5, 6, 7, 12, 13, 14, 15))
+#define LENET_PAIRS(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13), \
+                                   o1 = LENET_SHUF(a, b, 2, 3, 10, 11, 6, 7, 14, 15))
+#define LENET_SINGLES(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 8, 2, 10, 4, 12, 6, 14), \
+                                     o1 = LENET_SHUF(a, b, 1, 9, 3, 11, 5, 13, 7, 15))
+#define LENET_BITREVERSED(r) LENET_SHUF(r, r, 0, 4, 2, 6, 1, 5, 3, 7)
 #else
-#define HALVES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 1, 4, 5), o1 = SHUF(a, b, 2, 3, 6, 7))
-#define SINGLES(o0, o1, a, b) (o0 = SHUF(a, b, 0, 4, 2, 6), o1 = SHUF(a, b, 1, 5, 3, 7))
-#define BITREVERSED(r) SHUF(r, r, 0, 2, 1, 3)
+#define LENET_HALVES(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 1, 4, 5), o1 = LENET_SHUF(a, b, 2, 3, 6, 7))
+#define LENET_SINGLES(o0, o1, a, b) (o0 = LENET_SHUF(a, b, 0, 4, 2, 6), o1 = LENET_SHUF(a, b, 1, 5, 3, 7))
+#define LENET_BITREVERSED(r) LENET_SHUF(r, r, 0, 2, 1, 3)
 #endif
 
 /* out[i] = the sum of v[i]'s lanes, i < V: rounds of pairwise shuffles and adds (halves, then quarters, ...,
  * single lanes); the sums come out in bit-reversed order, which a last shuffle puts right. */
 static inline void hsum_block(const vf *v, float *out) {
     vf a, b, w[V];
-    for (int j = 0; j < V / 2; j++) HALVES(a, b, v[2 * j], v[2 * j + 1]), w[j] = a + b;
+    for (int j = 0; j < V / 2; j++) LENET_HALVES(a, b, v[2 * j], v[2 * j + 1]), w[j] = a + b;
 #if LENET_V == 16
-    for (int j = 0; j < 4; j++) QUARTERS(a, b, w[2 * j], w[2 * j + 1]), w[j] = a + b;
+    for (int j = 0; j < 4; j++) LENET_QUARTERS(a, b, w[2 * j], w[2 * j + 1]), w[j] = a + b;
 #endif
 #if LENET_V >= 8
-    for (int j = 0; j < 2; j++) PAIRS(a, b, w[2 * j], w[2 * j + 1]), w[j] = a + b;
+    for (int j = 0; j < 2; j++) LENET_PAIRS(a, b, w[2 * j], w[2 * j + 1]), w[j] = a + b;
 #endif
-    SINGLES(a, b, w[0], w[1]);
+    LENET_SINGLES(a, b, w[0], w[1]);
     const vf r = a + b;
-    *(vf *)out = BITREVERSED(r);
+    *(vf *)out = LENET_BITREVERSED(r);
 }
 
 /* out[j][i] = in[i][j]: the off-diagonal blocks of V / 2, V / 4, ..., 1 swapped in turn. */
 static inline void transpose_block(const vf *in, vf *out) {
     vf t[V], u[V];
-    for (int i = 0; i < V / 2; i++) HALVES(t[i], t[i + V / 2], in[i], in[i + V / 2]);
+    for (int i = 0; i < V / 2; i++) LENET_HALVES(t[i], t[i + V / 2], in[i], in[i + V / 2]);
 #if LENET_V == 16
     for (int i = 0; i < V; i++)
-        if (!(i & 4)) QUARTERS(u[i], u[i + 4], t[i], t[i + 4]);
+        if (!(i & 4)) LENET_QUARTERS(u[i], u[i + 4], t[i], t[i + 4]);
     for (int i = 0; i < V; i++)
-        if (!(i & 2)) PAIRS(t[i], t[i + 2], u[i], u[i + 2]);
+        if (!(i & 2)) LENET_PAIRS(t[i], t[i + 2], u[i], u[i + 2]);
 #elif LENET_V == 8
     for (int i = 0; i < V; i++)
-        if (!(i & 2)) PAIRS(u[i], u[i + 2], t[i], t[i + 2]);
+        if (!(i & 2)) LENET_PAIRS(u[i], u[i + 2], t[i], t[i + 2]);
     for (int i = 0; i < V; i++) t[i] = u[i];
 #endif
     (void)u;
-    for (int i = 0; i < V; i += 2) SINGLES(out[i], out[i + 1], t[i], t[i + 1]);
+    for (int i = 0; i < V; i += 2) LENET_SINGLES(out[i], out[i + 1], t[i], t[i + 1]);
 }
 #else
 static inline void hsum_block(const vf *v, float *out) {
@@ -165,7 +168,8 @@ LENET_INLINE void conv_forward(const vf *in, int c_in, int side, const float *w,
                             }
                         }
                 for (int c = 0; c < cb; c++)
-                    for (int j = 0; j < xb; j++) out[((c0 + c) * o + y) * o + x0 + j] = act_forward(acc[c * xb + j], act, slope);
+                    for (int j = 0; j < xb; j++)
+                        out[((c0 + c) * o + y) * o + x0 + j] = act_forward(acc[c * xb + j], act, slope);
             }
 }
 
@@ -183,7 +187,8 @@ LENET_INLINE void pool2x2_forward(const vf *in, int c, int side, vf *out, int ou
         for (int r = 0; r < side / 2; r++) {
             const vf *top = in + (ch * side + 2 * r) * side, *bottom = top + side;
             vf *o = out + (ch * out_side + r + pad) * out_side + pad;
-            for (int q = 0; q < side / 2; q++) o[q] = pool_forward(kind, top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]);
+            for (int q = 0; q < side / 2; q++)
+                o[q] = pool_forward(kind, top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]);
         }
 }
 
@@ -198,7 +203,8 @@ LENET_NOINLINE void pool2_backward(const vf *gf, vf *s2, vf *gb2) {
             vf *top = s2 + (c * O2 + 2 * r) * O2, *bottom = top + O2;
             for (int q = 0; q < Q2; q++) {
                 vf g[4];
-                pool_backward(LENET_POOL2, LENET_ACT2, LENET_SLOPE2, gf[(c * Q2 + r) * Q2 + q], top[2 * q], top[2 * q + 1],
+                pool_backward(LENET_POOL2, LENET_ACT2, LENET_SLOPE2, gf[(c * Q2 + r) * Q2 + q], top[2 * q],
+                              top[2 * q + 1],
                               bottom[2 * q], bottom[2 * q + 1], g);
                 top[2 * q] = g[0], top[2 * q + 1] = g[1], bottom[2 * q] = g[2], bottom[2 * q + 1] = g[3];
                 sum += (g[0] + g[1]) + (g[2] + g[3]);

@@ -13,9 +13,12 @@
 #if LENET_FC /* (a classic classifier: the whole step) */
 /* one float through common.h's lane-wise functions */
 static float act1(float z, int kind, float slope) { return act_forward(vsplat(z), kind, slope)[0]; }
-static float dact1(float g, float s, int kind, float slope) { return act_backward(vsplat(g), vsplat(s), kind, slope)[0]; }
+static float dact1(float g, float s, int kind, float slope) {
+    return act_backward(vsplat(g), vsplat(s), kind, slope)[0];
+}
 
-/* out (c_out, o, o) = conv(in (c_in, side, side) zero-padded by pad, w (c_out, c_in, k, k)) + b; o = side + 2 pad - k + 1 */
+/* out (c_out, o, o) = conv(in (c_in, side, side) zero-padded by pad, w (c_out, c_in, k, k)) + b, with
+ * o = side + 2 pad - k + 1 */
 static void conv2d_forward(float *out, const float *in, const float *w, const float *b, int c_in, int c_out, int side,
                            int k, int pad) {
     const int o = side + 2 * pad - k + 1;
@@ -227,7 +230,8 @@ int lenet_reference_step(int batch, const LenetParams *prm, const LenetClassifie
         memcpy(y1 + i * A1, gs1, sizeof(float) * A1);
     }
     if (BN) batchnorm_backward(y1, y1, z1, batch, C1, O1 * O1, prm->gamma1, mean1, var1, prm->eps, gbn, gbn + C1);
-    for (long i = 0; i < n; i++) conv2d_backward(NULL, gw1, gb1, y1 + i * A1, x + i * S * S, prm->w1, 1, C1, S, K1, PAD1);
+    for (long i = 0; i < n; i++)
+        conv2d_backward(NULL, gw1, gb1, y1 + i * A1, x + i * S * S, prm->w1, 1, C1, S, K1, PAD1);
     for (int j = 0; j < FRONT_GRADS + CLASSIFIER_GRADS; j++)
         if (j < FRONT_GRADS - BN * 2 * (C1 + C2) || j >= FRONT_GRADS) grads[j] = (float)sums[j];
     free(z1), free(s1), free(p1), free(z2), free(s2), free(y1), free(y2), free(g), free(sums);
