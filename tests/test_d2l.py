@@ -174,7 +174,7 @@ def test_seed_004_runs_unchanged_but_for_the_import(reader, capsys):
         r"training on cpu\n训练损失 \d\.\d{3}, 训练精度 \d\.\d{3}, 测试精度 \d\.\d{3}\n\d+\.\d examples/sec on cpu\n",
         out,
     )
-    warning = "fashion-mnist: 4 of its files are not the official fashion-mnist files (checksums differ)"
+    warning = "fashion-mnist: 4 of its files are not the official fashion-mnist ones (checksums differ)"
     assert err.count("warning:") == 1 and warning in err  # LENET_NO_VERIFY=1: one line, not an error
     assert err.count("drawing to") == 1 and (reader / "animator.png").stat().st_size > 0  # the live plot, as a file
 

@@ -188,3 +188,12 @@ def test_activations_command(run_dir, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
     assert main(["activations", str(run_dir), str(tmp_path / "notes.txt")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_history_and_a_run_show_their_curves_inline(fake_root):
+    import lenet
+
+    run = lenet.train("fast", root=fake_root, verify=False, epochs=2, verbose=False)
+    for value in (run, run.history):
+        png = value._repr_png_()
+        assert png.startswith(b"\x89PNG") and len(png) > 1000

@@ -30,7 +30,7 @@ _API = {
     "count_parameters": ("models", "count_parameters"), "create_model": ("models", "create_model"),
     "list_models": ("models", "list_models"),
     "Run": ("train.run", "Run"), "load": ("train.run", "load"),
-    "fit": ("train.loop", "fit"), "History": ("train.loop", "History"),
+    "fit": ("train.loop", "fit"), "History": ("train.state", "History"),
     "evaluate": ("infer.evaluation", "evaluate"), "export": ("infer.export", "export_run"),
     "load_data_fashion_mnist": ("d2l", "load_data_fashion_mnist"),
     "plots": ("train.plots", None),

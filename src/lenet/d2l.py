@@ -12,8 +12,6 @@ draws through it (`plt`, `plot`, `show_images`, `set_figsize`) is used; d2l's as
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
 import sys
@@ -199,20 +197,11 @@ def load_data_fashion_mnist(batch_size, resize=None, *, root=None, verify=None, 
         resize = resize[0]
     if download:
         _fetch_missing(dataset, root)
-    warnings = io.StringIO()  # the loader warns once a file; a notebook gets one line for the dataset
     try:
-        with contextlib.redirect_stderr(warnings):
-            data = load_dataset(dataset, root, scaling="unit", size=resize or 28, resize=bool(resize),
-                                device=device, verify=verify)  # fmt: skip
+        data = load_dataset(dataset, root, scaling="unit", size=resize or 28, resize=bool(resize), device=device,
+                            verify=verify)  # fmt: skip
     except LenetError as e:  # a notebook cannot pass the CLI's flag
         raise LenetError(str(e).replace("pass --no-verify", "pass verify=False (or set LENET_NO_VERIFY=1)")) from None
-    unofficial = warnings.getvalue().count("is not the official")
-    if unofficial:
-        folder = resolve_root(root) / dataset
-        print(f"warning: {folder}: {unofficial} of its files are not the official {dataset} files (checksums "
-              "differ); using them as asked", file=sys.stderr)  # fmt: skip
-    elif warnings.getvalue():
-        print(warnings.getvalue(), end="", file=sys.stderr)
     return DataIter(data.train, batch_size, shuffle=True), DataIter(data.test, batch_size, shuffle=False)
 
 

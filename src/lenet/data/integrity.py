@@ -100,7 +100,24 @@ def load_raw(
 
     With verify=False a file whose checksum does not match is still used, after a one-line warning.
     """
+    return load_splits(name, (split,), root, verify)[0]
+
+
+def load_splits(
+    name: str, splits: tuple[str, ...], root: str | os.PathLike | None = None, verify: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """load_raw for several splits, with one warning line for all the unofficial files among them."""
     info, root = get_dataset_info(name), resolve_root(root)
+    unofficial: list[Path] = []
+    loaded = [_load_split(info, split, root, verify, unofficial) for split in splits]
+    if unofficial:
+        files = "its file" if len(unofficial) == 1 else f"{len(unofficial)} of its files"
+        print(f"warning: {root / info.name}: {files} are not the official {info.name} ones (checksums differ); "
+              "using them as asked", file=sys.stderr)  # fmt: skip
+    return loaded
+
+
+def _load_split(info: DatasetInfo, split: str, root: Path, verify: bool, unofficial: list[Path]):
     arrays = []
     for spec in info.split_files(split):
         path = locate(info, spec, root)
@@ -113,11 +130,13 @@ def load_raw(
                     f"{path}: checksum does not match the official {info.name} {spec.name}; "
                     "re-download it, or pass --no-verify to use it anyway"
                 )
-            print(f"warning: {path} is not the official {info.name} file (checksum mismatch)", file=sys.stderr)
+            unofficial.append(path)
         arrays.append(checked.array)
     images, labels = arrays
     if images.ndim != 3 or labels.ndim != 1:
-        raise LenetError(f"{info.name} {split}: expected 3-d images and 1-d labels, got {images.shape}, {labels.shape}")
+        raise LenetError(
+            f"{info.name} {split}: expected 3-d images and 1-d labels, got {images.shape}, {labels.shape}"
+        )
     if len(images) != len(labels):
         raise LenetError(f"{info.name} {split}: {len(images):,} images but {len(labels):,} labels")
     if labels.size and labels.max() >= len(info.classes):

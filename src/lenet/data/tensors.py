@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import LenetError
 from .catalogue import get_dataset_info
-from .integrity import load_raw
+from .integrity import load_splits
 
 SCALINGS = ("none", "unit", "standard", "lecun")
 
@@ -163,8 +163,7 @@ def load_dataset(
     if not 0.0 <= val_fraction < 1.0:
         raise LenetError(f"validation fraction must be in [0, 1), got {val_fraction}")
     info = get_dataset_info(name)
-    train_x, train_y = load_raw(name, "train", root, verify)
-    test_x, test_y = load_raw(name, "test", root, verify)
+    (train_x, train_y), (test_x, test_y) = load_splits(name, ("train", "test"), root, verify)
     # 'standard' uses the catalogue's statistics, not this copy's, so a model needs no data to be served.
     mean, std = info.mean, info.std
 

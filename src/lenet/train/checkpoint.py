@@ -32,8 +32,8 @@ from torch import nn
 from ..config import Config, validate
 from ..errors import LenetError
 from .dist import unwrap
-from .loop import TrainState
 from .setup import build_model
+from .state import TrainState
 
 CONFIG, RUN_INFO, METRICS, WEIGHTS, CHECKPOINT, SUMMARY = (
     "config.json", "run.json", "metrics.csv", "model.safetensors", "checkpoint.pt", "summary.json",

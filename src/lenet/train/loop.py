@@ -11,7 +11,6 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from ..models.lenet1998 import distort
 from .dist import all_reduce, any_rank, unwrap, wrap
 from .progress import progress_bar
 from .setup import loss_denominator, lr_at, make_optimizer, per_sample_loss
+from .state import History, TrainState
 
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation
@@ -149,86 +149,6 @@ def make_step(model: nn.Module, optimizer, cfg: Config, world_size: int = 1, fas
     return Step(model, optimizer, cfg, world_size, fast)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# History and state
-
-
-@dataclass
-class History:
-    """One record per epoch (dicts of plain numbers), plus what the completed epochs measured.
-
-    A run stopped part-way through an epoch ends with that epoch's partial record (`"partial": True`, the
-    training metrics so far); it is replaced when the epoch completes.
-    """
-
-    epochs: list[dict] = field(default_factory=list)
-    train_examples: int = 0
-    train_seconds: float = 0.0
-
-    @property
-    def last(self) -> dict:
-        return self.epochs[-1] if self.epochs else {}
-
-    @property
-    def complete(self) -> list[dict]:
-        return [r for r in self.epochs if not r.get("partial")]
-
-    @property
-    def examples_per_sec(self) -> float:
-        return self.train_examples / self.train_seconds if self.train_seconds else 0.0
-
-    def add(self, record: dict) -> None:
-        """Append an epoch's record, replacing a partial record of the same epoch."""
-        if self.epochs and self.epochs[-1].get("partial") and self.epochs[-1]["epoch"] == record["epoch"]:
-            self.epochs.pop()
-        self.epochs.append(record)
-        if not record.get("partial"):
-            self.train_examples += record["examples"]
-            self.train_seconds += record["train_seconds"]
-
-    def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "train_examples": self.train_examples, "train_seconds": self.train_seconds}
-
-    @classmethod
-    def from_state_dict(cls, d: dict) -> History:
-        return cls(list(d["epochs"]), int(d["train_examples"]), float(d["train_seconds"]))
-
-
-@dataclass
-class TrainState:
-    """Where a run is: the epoch under way, optimiser steps taken, random generators, the history so far.
-
-    `data_rng_state` is the data-order generator as the epoch under way began, so a run stopped part-way
-    through an epoch redraws that epoch's order and skips the batches it already trained on; `partial`
-    holds that epoch's sums so far (loss, correct, examples, seconds), so its record covers the whole epoch.
-    """
-
-    epoch: int = 0
-    step: int = 0
-    history: History = field(default_factory=History)
-    data_rng_state: torch.Tensor | None = None
-    torch_rng_state: torch.Tensor | None = None
-    cuda_rng_state: torch.Tensor | None = None
-    partial: dict | None = None
-    stopped: bool = False  # fit returned early because `stop()` asked it to
-
-    def to_dict(self) -> dict:
-        """What a checkpoint keeps of the state (besides the model and optimiser)."""
-        return {
-            "epoch": self.epoch, "step": self.step, "history": self.history.state_dict(),
-            "data_rng_state": self.data_rng_state, "torch_rng_state": self.torch_rng_state,
-            "cuda_rng_state": self.cuda_rng_state, "partial": self.partial,
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainState:
-        return cls(
-            epoch=int(d["epoch"]), step=int(d["step"]), history=History.from_state_dict(d["history"]),
-            data_rng_state=d["data_rng_state"], torch_rng_state=d["torch_rng_state"],
-            cuda_rng_state=d.get("cuda_rng_state"), partial=d.get("partial"),
-        )  # fmt: skip
-
-
 StepHook = Callable[[int, int, int, int], None]  # (global step, epoch, batch index, batches per epoch)
 EpochHook = Callable[[dict], None]  # called with each epoch's record (a partial one when stopped part-way)
 ProgressHook = Callable[[float, float, float], None]  # (epoch + fraction done, train loss so far, train acc)
@@ -328,7 +248,7 @@ def fit(
         loss_sum = torch.tensor(partial.get("loss_sum", 0.0), dtype=torch.float32, device=device)
         correct = torch.tensor(partial.get("correct", 0), dtype=torch.int64, device=device)
         seen, seconds_before = partial.get("seen", 0), partial.get("seconds", 0.0)
-        started = time.perf_counter()
+        started, hook_seconds = time.perf_counter(), 0.0
         epoch_rng_state = data_rng.get_state()  # this epoch's order can be redrawn from it
         if done == 0 and hasattr(optimizer, "start_epoch"):  # SDLM: estimate the curvature before each pass
             optimizer.start_epoch(data.train, keyed_generator(device, cfg.seed, "epoch", epoch))
@@ -356,10 +276,13 @@ def fit(
             state.step += 1
             if bar is not None:
                 bar.update()
-            if on_progress is not None and i + 1 in marks:
-                on_progress(epoch + (i + 1) / steps_per_epoch, loss_sum.item() / seen, correct.item() / seen)
-            if on_step is not None:
-                on_step(state.step, epoch, i, steps_per_epoch)
+            if on_progress is not None or on_step is not None:
+                hooked = time.perf_counter()  # the callers' time (drawing, evaluating) is not training time
+                if on_progress is not None and i + 1 in marks:
+                    on_progress(epoch + (i + 1) / steps_per_epoch, loss_sum.item() / seen, correct.item() / seen)
+                if on_step is not None:
+                    on_step(state.step, epoch, i, steps_per_epoch)
+                hook_seconds += time.perf_counter() - hooked
         if bar is not None:
             bar.close()
         batches_done = state.step - epoch * steps_per_epoch
@@ -368,7 +291,7 @@ def fit(
         # The epoch's one host sync: loss, correct and examples summed over the ranks.
         totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
         loss_total, correct_total, seen_total = all_reduce(totals).tolist()
-        train_seconds = seconds_before + time.perf_counter() - started
+        train_seconds = seconds_before + time.perf_counter() - started - hook_seconds
         record = {"epoch": epoch + 1, "train_loss": loss_total / seen_total, "train_acc": correct_total / seen_total}
         complete = batches_done == steps_per_epoch
         if not complete:

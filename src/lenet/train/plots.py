@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..errors import LenetError
+from .progress import in_notebook
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
@@ -285,13 +286,6 @@ def _maps(out: torch.Tensor) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------
 # LiveCurves: d2l's Animator, live in Jupyter, a PNG file elsewhere
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (where display handles update outputs in place)."""
-    ipython = sys.modules.get("IPython")  # never imported here: a kernel has imported it already
-    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
-    return getattr(shell, "kernel", None) is not None
 
 
 _FILES_NAMED: list[Path] = []  # default file names handed out in this process

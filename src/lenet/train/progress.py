@@ -7,10 +7,11 @@ import warnings
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (where stderr is not a terminal but a person is watching)."""
-    shell = sys.modules.get("IPython")
-    ipython = getattr(shell, "get_ipython", lambda: None)() if shell else None
-    return type(ipython).__name__ == "ZMQInteractiveShell"
+    """True inside a Jupyter kernel: stderr is not a terminal, but a person is watching, and display handles
+    update outputs in place."""
+    ipython = sys.modules.get("IPython")  # never imported here: a kernel has imported it already
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def interactive() -> bool:
@@ -26,5 +27,6 @@ def progress_bar(total: int, description: str, enabled: bool | None = None, init
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
 
+    # A notebook without ipywidgets gets tqdm's text bar, each redraw a new output: redraw less often there.
     return tqdm(total=total, initial=initial, desc=description, unit="batch", leave=False, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.2)  # fmt: skip
+                dynamic_ncols=True, mininterval=1.0 if in_notebook() else 0.2)  # fmt: skip

@@ -30,11 +30,12 @@ from ..errors import LenetError
 from ..models import count_parameters, init_weights
 from . import dist
 from .checkpoint import CHECKPOINT, CONFIG, RUN_INFO, SUMMARY, RunDir, load_resume, load_run, read_json, restore
-from .loop import History, TrainState, evaluate, fit
+from .loop import evaluate, fit
 from .plots import plot_curves
 from .report import Reporter
 from .setup import build_model, config_for, data_root_for, load_data, make_optimizer, select_device
 from .signals import Interrupted, stop_signals
+from .state import History, TrainState
 
 # Schedules whose shape does not depend on the number of epochs: a finished run on one can be extended.
 EXTENSIBLE_SCHEDULES = ("constant", "piecewise")
@@ -57,6 +58,10 @@ class Run:
 
     def __iter__(self) -> Iterator:
         return iter((self.model, self.history))
+
+    def _repr_png_(self) -> bytes:
+        """A run shows its training curves inline in Jupyter."""
+        return self.history._repr_png_()
 
     @property
     def finished(self) -> bool:
