@@ -3,8 +3,8 @@
  *
  * The workers live as long as the library. Each parallel call is a job: its tasks are handed out one at a
  * time through an atomic counter, so a thread that another process holds up delays only its own task.
- * Between jobs a worker spins for a short while (the next step's call comes within a fraction of a
- * millisecond in a training loop) and then sleeps on a condition variable. One job at a time per library.
+ * Between jobs a worker spins for a short while (SPIN_NS) and then sleeps on a condition variable. One job at
+ * a time per library.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,7 +13,10 @@
 
 #include "common.h"
 
-enum { MAX_WORKERS = 255, SPIN_NS = 100000 };
+/* A worker spins this long after a job before it sleeps: longer than the gap between two training steps'
+ * calls (the optimiser and the next batch, ~0.1-0.3 ms for LeNet-5), so that it is awake for the next one;
+ * short enough not to hold a core that PyTorch or another process wants for long. */
+enum { MAX_WORKERS = 255, SPIN_NS = 500000 };
 
 static struct {
     pthread_mutex_t call;  /* held through a whole parallel call */
