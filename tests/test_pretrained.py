@@ -114,3 +114,14 @@ def test_pretrained_weights_keep_the_model_name_and_config_for_the_command_line(
         reference = lenet.create_model(name, pretrained=True)
         for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
             assert torch.equal(a, b), k
+
+
+def test_models_lists_the_published_weights_and_load_run_reads_their_cards(capsys):
+    from lenet.models.pretrained import cards, weights_file
+    from lenet.train.checkpoint import load_run
+
+    assert main(["models", "--pretrained", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {c["name"] for c in listed} == set(cards()) and all(c["command"].startswith("lenet train") for c in listed)
+    _, _, info = load_run(weights_file("lenet5-1998"))
+    assert info["test_acc"] == cards()["lenet5-1998"]["test_acc"]  # what the drawing page shows

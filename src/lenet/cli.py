@@ -304,6 +304,8 @@ def cmd_export(args) -> int:
 def cmd_models(args) -> int:
     from .models import count_parameters, create_model, list_models, model_spec
 
+    if args.pretrained:
+        return _pretrained_models(args)
     rows = []
     for name in list_models():
         spec = model_spec(name)
@@ -317,6 +319,20 @@ def cmd_models(args) -> int:
     for r in rows:
         seed = r["seed"] + " " * (15 - _display_width(r["seed"]))  # 民间版 takes two columns a character
         print(f"{r['name']:<16} {seed} {r['input']:<6} {r['params']:>10,}  {r['description']}")
+    return 0
+
+
+def _pretrained_models(args) -> int:
+    """The published weights' model cards: what each was trained on and how to rebuild it."""
+    from .models.pretrained import cards
+
+    rows = list(cards().values())
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'name':<16} {'test acc':>8}  {'data':<6} how it was made")
+    for c in rows:
+        print(f"{c['name']:<16} {c['test_acc']:>8.4f}  {c['data']['name']:<6} {c['command']}")
     return 0
 
 
@@ -614,7 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="web: data root for the Sample button's test images (default: the run's)")
     p.add_argument("--no-verify", action="store_true", help="web: use data files whose checksums do not match")
 
+    p = add("activations", "a PNG of chosen layers' feature maps for image files (default: the first two)",
+            cmd_activations)  # fmt: skip
+    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
+    p.add_argument("images", nargs="+", help="image files, read as `lenet predict` reads them")
+    p.add_argument("--layers", help="comma-separated layer names or indices (default: the first two conv stages)")
+    p.add_argument("-o", "--output", help="PNG file to write (default: activations.png beside the weights)")
+
     p = add("models", "list the registered models", cmd_models)
+    p.add_argument("--pretrained", action="store_true", help="the published weights and their model cards")
     p.add_argument("--json", action="store_true")
 
     p = add("inspect", "layer-by-layer output shapes, parameters and FLOPs of a model", cmd_inspect)
@@ -628,13 +652,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", "lenet's trainer beside the d2l loop and Keras: samples/s, ratio, roof", cmd_bench)
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist", help="random pixels if not on disk")
     p.add_argument("--root", help="data root (default: $LENET_DATA, else ~/.cache/lenet)")
-
-    p = add("activations", "a PNG of chosen layers' feature maps for image files (default: the first two)",
-            cmd_activations)  # fmt: skip
-    p.add_argument("run", help="run folder, model.safetensors or checkpoint.pt")
-    p.add_argument("images", nargs="+", help="image files, read as `lenet predict` reads them")
-    p.add_argument("--layers", help="comma-separated layer names or indices (default: the first two conv stages)")
-    p.add_argument("-o", "--output", help="PNG file to write (default: activations.png beside the weights)")
     p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds; medians are reported")
     p.add_argument("--steps", type=positive_int, default=40, help="batches of 256 per contestant per round")
     p.add_argument("--threads", type=positive_int, help="PyTorch and TensorFlow threads (default: PyTorch's)")

@@ -288,6 +288,7 @@ def load_run(
     except RuntimeError as e:
         name = cfg.model if cfg.model != "module" else cfg.model_kwargs.get("qualname", "your model")
         raise LenetError(f"{weights_path}: weights do not fit model {name!r} ({_reason(e)})") from None
-    info = read_json(folder / SUMMARY)
+    # a run's summary, or the model card beside published weights (lenet/models/pretrained/NAME.json)
+    info = read_json(folder / SUMMARY) or read_json(weights_path.with_suffix(".json"))
     info["data_root"] = read_json(folder / RUN_INFO).get("data_root")
     return model.to(device).eval(), cfg, info
