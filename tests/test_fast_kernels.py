@@ -242,3 +242,26 @@ def test_every_shape_compiles_without_warnings(cc, tmp_path):
     with ThreadPoolExecutor(2) as pool:
         for front, extra, code, stderr in pool.map(compile_one, jobs):
             assert code == 0, f"{cc} {' '.join(extra)} on {front}:\n{stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("name", ["lenet5-d2l", "lenet5-modern"])
+def test_pytorchs_threads_or_our_own_give_the_same_bits(name):
+    """The kernels' tasks run on PyTorch's OpenMP threads where it has them, else on a pool of their own
+    (csrc/pool.c says why); which ones, and how many, changes no bit."""
+    model = build(name)
+    k = kernels_for(model)
+    x, y = inputs(model, n=75)
+    results, threads = [], torch.get_num_threads()
+    host = kernel_module.host_openmp()
+    try:
+        for own, n in ((False, 2), (True, 2), (True, 3), (True, 1)):
+            k.lib.lenet_use_host_threads(*((None, None) if own else host))
+            torch.set_num_threads(n)
+            twin = copy.deepcopy(model)
+            loss, correct = fast.training_step(twin, label_smoothing=0.1)(x, y, 1 / 75)
+            results.append([loss, correct] + [p.grad.clone() for p in twin.parameters()])
+    finally:
+        k.lib.lenet_use_host_threads(*host)
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))

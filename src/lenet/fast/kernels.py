@@ -40,6 +40,7 @@ _p, _i, _f, _long = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_long
 _params, _classifier = ctypes.POINTER(Params), ctypes.POINTER(ClassifierParams)
 # csrc/api.h's LENET_API: (result, argument types) of every entry point that takes arguments
 SIGNATURES = {
+    "lenet_use_host_threads": (None, [_p, _p]),
     "lenet_frontend_workspace_floats": (_long, [_i]),
     "lenet_frontend_chunk_floats": (_long, [_i]),
     "lenet_frontend_chunk_doubles": (_long, [_i]),
@@ -54,6 +55,20 @@ SIGNATURES = {
 }
 QUERIES = ["lenet_vector_floats", "lenet_features", "lenet_front_grad_floats", "lenet_classifier_grad_floats",
            "lenet_s1_floats", "lenet_p1_floats", "lenet_s2_floats", "lenet_lanes_supported"]  # fmt: skip
+
+
+@cache
+def host_openmp() -> tuple[int | None, int | None]:
+    """The addresses of GOMP_parallel and omp_get_thread_num in PyTorch's OpenMP runtime ((None, None) where
+    PyTorch runs none): the kernels run their tasks on PyTorch's own threads (csrc/pool.c says why)."""
+    for path in sorted((Path(torch.__file__).parent / "lib").glob("lib*omp*")):
+        try:
+            lib = ctypes.CDLL(str(path))  # loaded already, by torch: the same library
+            functions = lib.GOMP_parallel, lib.omp_get_thread_num
+        except (OSError, AttributeError):
+            continue
+        return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in functions)
+    return None, None
 
 
 class InterfaceMismatch(OSError):
@@ -90,6 +105,7 @@ class Kernels:
             if hasattr(lib, name):  # the classifier's and the lane step's only with a classic classifier
                 getattr(lib, name).argtypes = argtypes
                 getattr(lib, name).restype = restype
+        lib.lenet_use_host_threads(*host_openmp())
         self.vector_floats = lib.lenet_vector_floats()  # 16 with AVX-512, 8 with AVX2, 4 with NEON
         if not self.vector_floats:
             raise OSError("no AVX-512, AVX2 with FMA or NEON here (CPU or compiler): kernels not built for it")

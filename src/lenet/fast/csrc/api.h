@@ -8,6 +8,7 @@
 #define LENET_INTERFACE_VERSION 2 /* 1: the single fastpath.c */
 
 #define LENET_API(X)                                                                                             \
+    X(void, lenet_use_host_threads, (void *parallel, void *thread_num))                                          \
     X(long, lenet_frontend_workspace_floats, (int threads))                                                    \
     X(long, lenet_frontend_chunk_floats, (int batch))                                                          \
     X(long, lenet_frontend_chunk_doubles, (int batch))                                                         \
