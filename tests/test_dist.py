@@ -13,7 +13,8 @@ import torch
 import torch.distributed as tdist
 from safetensors.torch import load_file
 
-from lenet.cli import _without_option, main
+from lenet.cli import main
+from lenet.cli.training import _without_option
 from lenet.config import resolve
 from lenet.train import dist
 from lenet.train.checkpoint import CHECKPOINT, METRICS, WEIGHTS, load_checkpoint, load_run
