@@ -17,6 +17,7 @@ from lenet import data as lenet_data
 from lenet.data import DataIter, write_idx
 from lenet.errors import LenetError
 from lenet.train import plots
+from lenet.train.report import chance_hint
 
 # Seed 004 (d2l's PyTorch LeNet with its own train_ch6), as the notebook has it but for the import line and the
 # comments (Chinese docstrings and prints kept).
@@ -397,7 +398,7 @@ def test_downloads_verified_on_first_use(fake_root, tmp_path, monkeypatch):
     ],
 )
 def test_hints_when_training_stays_at_chance(act, record, hint):
-    said = d2l.training_hint(nn.Sequential(nn.Linear(2, 2), act), record, 0.9)
+    said = chance_hint(nn.Sequential(nn.Linear(2, 2), act), record, 0.9)
     assert (said is None) if hint is None else (hint in said and said.startswith("hint: "))
 
 

@@ -12,7 +12,6 @@ draws through it (`plt`, `plot`, `show_images`, `set_figsize`) is used; d2l's as
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from .config import resolve
 from .data import DataIter, Split, as_split, get_dataset_info, load_dataset, locate, resolve_root
 from .data.download import download_file
 from .errors import LenetError
+from .train.report import chance_hint
 
 # ----------------------------------------------------------------------------------------------------------
 # Plotting (d2l section 2.4): through pyplot, as in d2l, but imported only when used
@@ -376,7 +376,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     last = history.epochs[-1]
     print(f"loss {last['train_loss']:.3f}, train acc {last['train_acc']:.3f}, test acc {last['test_acc']:.3f}")
     print(f"{history.examples_per_sec:.1f} examples/sec on {device}")
-    hint = training_hint(net, last, lr)
+    hint = chance_hint(net, last, lr)
     if hint:
         print(hint)
 
@@ -387,28 +387,6 @@ def _to_device(data, device) -> DataIter:
         return DataIter(_on(data.split, device), data.batch_size, data.shuffle, data.generator)
     batch_size = getattr(data, "batch_size", None)
     return DataIter(_on(as_split(data), device), batch_size if isinstance(batch_size, int) else 256, shuffle=True)
-
-
-def training_hint(model: nn.Module, record: dict, lr: float, num_classes: int = 10) -> str | None:
-    """A one-line hint when training ended diverged or at chance accuracy; None when it learned.
-
-    `record` is the last epoch's (train_loss, train_acc, and steps: the optimiser steps taken in all).
-    """
-    loss, acc, steps = record.get("train_loss", 0.0), record.get("train_acc", 1.0), record.get("steps")
-    relu = any(isinstance(m, nn.ReLU | nn.LeakyReLU | nn.ELU | nn.GELU | nn.SiLU) for m in model.modules())
-    saturating = any(isinstance(m, nn.Sigmoid | nn.Tanh) for m in model.modules())
-    if not math.isfinite(loss):
-        return f"hint: the loss diverged ({loss}); try a lower learning rate than {lr}, e.g. {lr / 10:g}"
-    if acc > 1.5 / num_classes:
-        return None
-    if relu and lr > 0.2:
-        return (f"hint: train acc {acc:.3f} is chance level: ReLU nets at lr {lr} often die or diverge; "
-                "try a lower learning rate, e.g. 0.1")  # fmt: skip
-    if saturating and steps is not None and steps < 2000:
-        # measured on MNIST (README): the d2l net at lr 0.9 leaves chance in its 4th epoch, ~800 steps in
-        return (f"hint: train acc {acc:.3f} is chance level after {steps} steps: sigmoid LeNets at lr {lr} sit "
-                "near chance for several hundred steps; train longer (d2l: 10 epochs of 235 steps)")  # fmt: skip
-    return f"hint: train acc {acc:.3f} is chance level; try another learning rate than {lr}, or more epochs"
 
 
 # ----------------------------------------------------------------------------------------------------------

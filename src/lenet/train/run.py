@@ -213,8 +213,7 @@ def train(
     created = run_dir is not None and ckpt is None
     shown = str(where) if rank.world_size == 1 else f"{where} x {rank.world_size} processes"
     quiet = not (verbose and rank.main)
-    relu = any(isinstance(m, nn.ReLU | nn.LeakyReLU | nn.ELU | nn.GELU | nn.SiLU) for m in model.modules())
-    reporter = Reporter(cfg, shown, out=io.StringIO() if quiet else None, relu=relu)
+    reporter = Reporter(cfg, shown, out=io.StringIO() if quiet else None, model=model)
     try:
         history, state, plan, signum = _fit(
             model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root, rank,
