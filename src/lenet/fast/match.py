@@ -180,11 +180,11 @@ def _front_end(chain: list[nn.Module]) -> tuple[list, int] | str:
             i += 1
         elif i + 1 < len(chain) and type(chain[i + 1]) is nn.LeakyReLU:
             return f"a LeakyReLU with a negative slope after {name} (the kernels take slopes >= 0)"
-        if i + 1 >= len(chain) or not _plain_pool(chain[i + 1]):
-            found = describe(chain[i + 1]) if i + 1 < len(chain) else "nothing"
-            if type(chain[i + 1]) in POOLS if i + 1 < len(chain) else False:
-                return f"{found} after {name} (the kernels take 2x2 pooling of stride 2, no padding)"
-            return f"{found} after {name} is not supported"
+        after = chain[i + 1] if i + 1 < len(chain) else None
+        if after is None or not _plain_pool(after):
+            if type(after) in POOLS:
+                return f"{describe(after)} after {name} (the kernels take 2x2 pooling of stride 2, no padding)"
+            return f"{describe(after) if after is not None else 'nothing'} after {name} is not supported"
         blocks.append((conv, norm, act, POOLS[type(chain[i + 1])]))
         i += 2
     if i >= len(chain) or not isinstance(chain[i], nn.Flatten) or (chain[i].start_dim, chain[i].end_dim) != (1, -1):

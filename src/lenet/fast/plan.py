@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .kernels import Kernels, kernels, unavailable
@@ -53,10 +54,9 @@ def usable(model: nn.Module) -> tuple[Match, Kernels] | str:
     device = next((p.device.type for p in params if p.device.type != "cpu"), None)
     if device:
         return f"the model is on {device}"
-    dtype = next((p.dtype for p in params if p.dtype.is_floating_point and p.dtype != found.conv1.weight.dtype),
-                 found.conv1.weight.dtype)  # fmt: skip
-    if str(dtype) != "torch.float32":
-        return f"the model's parameters are {str(dtype).removeprefix('torch.')}"
+    others = sorted({str(p.dtype).removeprefix("torch.") for p in params if p.dtype != torch.float32})
+    if others:
+        return f"the model's parameters are {', '.join(others)}"
     k = kernels(found.front)
     if k is None:
         return unavailable(found.front) or "the kernels could not be built"
