@@ -316,3 +316,9 @@ def test_a_relu_net_stuck_at_chance_gets_a_hint(fake_root, tmp_path, capsys):
     args = ["--recipe", "d2l", "--model-arg", "activation=relu", "--lr", "20", "--epochs", "2"]
     assert main(cli_args(fake_root, tmp_path / "run", *args)) == 0
     assert "\nhint: the loss diverged (nan); try a lower learning rate than 20.0" in capsys.readouterr().out
+
+
+def test_a_run_cut_short_reports_its_throughput(fake_root):
+    data = lenet.load_dataset("mnist", fake_root, verify=False)
+    history = lenet.fit(plain_lenet(), data, lenet.resolve("d2l", lr=0.1), max_steps=2, progress=False)
+    assert history.last["partial"] and history.examples_per_sec > 0  # what lenet bench reads

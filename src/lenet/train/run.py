@@ -86,9 +86,7 @@ def default_run_dir(recipe: str) -> Path:
 def summarize(cfg: Config, history: History, test_examples: int, **where) -> dict:
     """summary.json: the finished run's config, its last epoch's metrics, the whole run's throughput."""
     last = history.last  # a run stopped by max_steps reports the partial epoch it got to
-    examples, seconds = history.train_examples, history.train_seconds
-    if last.get("partial"):
-        examples, seconds = examples + last["examples"], seconds + last["train_seconds"]
+    examples, seconds = history.totals()
     summary = {
         "recipe": cfg.recipe, "model": cfg.model, "dataset": cfg.dataset,
         "epochs": last.get("epoch", 0), "steps": last.get("steps", 0),

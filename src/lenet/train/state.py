@@ -27,9 +27,17 @@ class History:
     def complete(self) -> list[dict]:
         return [r for r in self.epochs if not r.get("partial")]
 
+    def totals(self) -> tuple[int, float]:
+        """Examples trained on and training seconds so far, a trailing partial epoch's included."""
+        last = self.last
+        if last.get("partial"):
+            return self.train_examples + last["examples"], self.train_seconds + last["train_seconds"]
+        return self.train_examples, self.train_seconds
+
     @property
     def examples_per_sec(self) -> float:
-        return self.train_examples / self.train_seconds if self.train_seconds else 0.0
+        examples, seconds = self.totals()
+        return examples / seconds if seconds else 0.0
 
     def add(self, record: dict) -> None:
         """Append an epoch's record, replacing a partial record of the same epoch."""
