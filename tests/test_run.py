@@ -322,3 +322,11 @@ def test_a_run_cut_short_reports_its_throughput(fake_root):
     data = lenet.load_dataset("mnist", fake_root, verify=False)
     history = lenet.fit(plain_lenet(), data, lenet.resolve("d2l", lr=0.1), max_steps=2, progress=False)
     assert history.last["partial"] and history.examples_per_sec > 0  # what lenet bench reads
+
+
+def test_a_stopped_adam_run_resumes_bit_identical(fake_root, tmp_path, capsys):
+    args = ["--optimizer", "adam", "--lr", "0.001", "--epochs", "2", "--batch-size", "50", "--seed", "1"]
+    assert main(cli_args(fake_root, tmp_path / "whole", *args)) == 0
+    assert main(cli_args(fake_root, tmp_path / "cut", *args, "--max-steps", "17")) == 0
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--no-verify"]) == 0
+    assert same_weights(tmp_path / "cut", tmp_path / "whole")
