@@ -16,7 +16,7 @@ from lenet import d2l
 from lenet import data as lenet_data
 from lenet.data import DataIter, write_idx
 from lenet.errors import LenetError
-from lenet.train import plots
+from lenet.train import live
 from lenet.train.report import chance_hint
 
 # Seed 004 (d2l's PyTorch LeNet with its own train_ch6), as the notebook has it but for the import line and the
@@ -163,7 +163,7 @@ def reader(reader_root, tmp_path, monkeypatch):
     monkeypatch.setenv("LENET_DATA", str(reader_root))
     monkeypatch.setenv("LENET_NO_VERIFY", "1")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(plots, "_FILES_NAMED", [])
+    monkeypatch.setattr(live, "_FILES_NAMED", [])
     return tmp_path
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from lenet import create_model
 from lenet.errors import LenetError
-from lenet.train import plots
+from lenet.train import live, plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RECORDS = [
@@ -123,7 +123,7 @@ def test_activations_draw_each_images_feature_maps():
 
 def test_live_curves_outside_jupyter_write_one_named_png(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(plots, "_FILES_NAMED", [])
+    monkeypatch.setattr(live, "_FILES_NAMED", [])
     first = plots.LiveCurves(xlabel="epoch", xlim=[1, 2], legend=["train loss", "train acc", "test acc"])
     assert not first.live  # pytest is no Jupyter kernel
     for x in (0.5, 1.0):

@@ -36,7 +36,7 @@ def __getattr__(name: str):
 
         return matplotlib.pyplot
     if name == "Animator":  # d2l's Animator(xlabel, ylabel, legend, xlim, ...), add(x, y): lenet's LiveCurves
-        from .train.plots import LiveCurves
+        from .train.live import LiveCurves
 
         return LiveCurves
     if name == "display":  # d2l.display: IPython's display module
@@ -88,7 +88,7 @@ def plot(X, Y=None, xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None,
     axes.cla()
     for x, y, fmt in zip(X, Y, fmts, strict=False):
         axes.plot(x, y, fmt) if len(x) else axes.plot(y, fmt)
-    from .train.plots import set_axes
+    from .train.live import set_axes
 
     set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, legend or [])
 
@@ -309,7 +309,7 @@ def train_epoch_ch3(net, train_iter, loss, updater):
 
 def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater):
     """d2l chapter 3's training loop with its Animator (d2l's closing assertions left out)."""
-    from .train.plots import LiveCurves
+    from .train.live import LiveCurves
 
     animator = LiveCurves(xlabel="epoch", xlim=[1, num_epochs], ylim=[0.3, 0.9],
                         legend=["train loss", "train acc", "test acc"])  # fmt: skip

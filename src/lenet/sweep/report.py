@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import LenetError
 from ..train.checkpoint import METRICS, SUMMARY, read_json
-from ..train.plots import Plot, new_figure, png_bytes
+from ..train.figure import Plot, new_figure, png_bytes
 from .spec import Job, format_value, read_spec
 from .worker import DONE, job_state
 

@@ -250,7 +250,7 @@ def write_up(planned, folders, log: dict, quick: bool, stopped) -> str:
 
 def figure(planned, folders):
     """Each row's final test error: every seed a dot, the mean ± std a bar."""
-    from ..train.plots import Plot, new_figure
+    from ..train.figure import Plot, new_figure
 
     fig = new_figure((7.5, 0.45 * len(planned) + 1.2))
     ax = fig.subplots()

@@ -313,7 +313,7 @@ def _fit(model, data, cfg, state, optimizer, reporter, run_dir, ckpt, data_root,
 
     curves = None
     if plot and rank.main:
-        from .plots import TrainingCurves
+        from .live import TrainingCurves
 
         curves = TrainingCurves(cfg.epochs, path=run_dir / "curves.png" if run_dir else None)
         for record in state.history.epochs:  # a resumed run's curves start where it left off
