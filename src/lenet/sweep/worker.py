@@ -143,7 +143,11 @@ def serve(fd: int, threads: int) -> None:
         if message is None:
             return
         _, job, options = message
-        conn.send(("done", run_job(job, **options)))
+        result = run_job(job, **options)
+        try:
+            conn.send(("done", result))
+        except OSError:  # the sweep is gone (killed): the run folder already holds everything
+            return
 
 
 if __name__ == "__main__":
