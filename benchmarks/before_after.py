@@ -64,6 +64,7 @@ def summary(out: str) -> dict:
 
 def measure(trees: dict[str, Path], root: str, seeds: list[int], env: dict, work: Path) -> dict:
     results = {name: {"fast": [], "startup": [], "d2l": [], "tf1": []} for name in trees}
+    work.mkdir(exist_ok=True)  # a folder per build: a second build's runs must not land on the first's
     for tree in trees.values():  # warm the kernel caches: compiling is not what is measured
         lenet(tree, ["train", "--recipe", "fast", "--root", root, "--dry-run"], env, work)
         lenet(tree, ["train", "--recipe", "tf1-cnn", "--root", root, "--dry-run"], env, work)
@@ -135,7 +136,7 @@ def main() -> None:
             if args.avx2:
                 builds["AVX2"] = {**os.environ, "LENET_FASTPATH_CFLAGS": "-mno-avx512f",
                                   "XDG_CACHE_HOME": str(work / "avx2-cache")}  # fmt: skip
-            results = {name: measure(trees, args.root, args.seeds, env, work) for name, env in builds.items()}
+            results = {name: measure(trees, args.root, args.seeds, env, work / name) for name, env in builds.items()}
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
