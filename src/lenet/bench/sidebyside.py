@@ -36,6 +36,7 @@ from ..data import Dataset, Split, get_dataset_info, load_raw, to_input
 from ..errors import LenetError
 from ..models import create_model, init_weights
 from ..train.loop import fit
+from ..train.run import cpu_name
 
 KERAS_WORKER = Path(__file__).with_name("keras_worker.py")
 
@@ -71,14 +72,7 @@ def flops_per_sample(model: nn.Module, batch: int = 16) -> float:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

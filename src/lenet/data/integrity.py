@@ -85,9 +85,7 @@ def check_file(path: Path, spec: DataFile) -> Checked:
 def _missing(info: DatasetInfo, spec: DataFile, root: Path) -> LenetError:
     """Where the file should be and how to get it; or, when `root` is the dataset's own folder, its parent."""
     if any((root / name).is_file() for name in (spec.name, spec.name.removesuffix(".gz"))):
-        return LenetError(
-            f"{root} is the {info.name} folder itself; the data root is its parent: --root {root.parent}"
-        )
+        return LenetError(f"{root} is the {info.name} folder itself; the data root is its parent: --root {root.parent}")
     return LenetError(
         f"{info.name}: {spec.name} not found in {root / info.name}; run: lenet data download {info.name} --root {root}"
     )
@@ -117,13 +115,20 @@ def load_splits(
     return loaded
 
 
-def _load_split(info: DatasetInfo, split: str, root: Path, verify: bool, unofficial: list[Path]):
-    arrays = []
+def _checked_files(info: DatasetInfo, split: str, root: Path) -> list[tuple[Path, DataFile, Checked]]:
+    """The split's files (images, then labels), found under `root`, read and checked."""
+    found = []
     for spec in info.split_files(split):
         path = locate(info, spec, root)
         if path is None:
             raise _missing(info, spec, root)
-        checked = check_file(path, spec)
+        found.append((path, spec, check_file(path, spec)))
+    return found
+
+
+def _load_split(info: DatasetInfo, split: str, root: Path, verify: bool, unofficial: list[Path]):
+    arrays = []
+    for path, spec, checked in _checked_files(info, split, root):
         if checked.status == "mismatch":
             if verify:
                 raise LenetError(
@@ -134,9 +139,7 @@ def _load_split(info: DatasetInfo, split: str, root: Path, verify: bool, unoffic
         arrays.append(checked.array)
     images, labels = arrays
     if images.ndim != 3 or labels.ndim != 1:
-        raise LenetError(
-            f"{info.name} {split}: expected 3-d images and 1-d labels, got {images.shape}, {labels.shape}"
-        )
+        raise LenetError(f"{info.name} {split}: expected 3-d images and 1-d labels, got {images.shape}, {labels.shape}")
     if len(images) != len(labels):
         raise LenetError(f"{info.name} {split}: {len(images):,} images but {len(labels):,} labels")
     if labels.size and labels.max() >= len(info.classes):
@@ -149,15 +152,9 @@ def verify(name: str, root: str | os.PathLike | None = None) -> dict:
     info, root = get_dataset_info(name), resolve_root(root)
     files, splits = [], {}
     for split in ("train", "test"):
-        arrays = []
-        for spec in info.split_files(split):
-            path = locate(info, spec, root)
-            if path is None:
-                raise _missing(info, spec, root)
-            checked = check_file(path, spec)
-            files.append({"file": str(path), "shape": list(checked.array.shape), "checksum": checked.status})
-            arrays.append(checked.array)
-        images, labels = arrays
+        found = _checked_files(info, split, root)
+        files += [{"file": str(path), "shape": list(c.array.shape), "checksum": c.status} for path, _, c in found]
+        images, labels = (c.array for _, _, c in found)
         splits[split] = {
             "images": len(images),
             "labels": len(labels),

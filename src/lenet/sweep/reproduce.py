@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import RECIPES, resolve
 from ..errors import LenetError
+from ..train.run import cpu_name
 from . import DEFAULT_PAPER_SEEDS, DEFAULT_SEEDS, QUICK_STEPS
 from .report import Stats, collect
 from .runner import execute, prepare
@@ -99,14 +100,7 @@ def _cost(row: Row, spec: SweepSpec) -> float:
 
 def machine() -> dict:
     """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import torch
 
     from .local import cpu_count

@@ -72,6 +72,17 @@ def versions() -> dict:
     return {"lenet": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
+def cpu_name() -> str:
+    """The CPU's model name, for the records of measurements (Linux: /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def default_run_dir(recipe: str) -> Path:
     """runs/<recipe>-<timestamp>, with -2, -3, ... when that exists."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
