@@ -255,6 +255,11 @@ CASES = {
         copied_run(lambda r: Image.new("L", (28, 28)).save(r / "digit.png"), "predict", "{run}/digit.png", "{run}"),
         "the run comes first",
     ),
+    "predict: a folder for an image": (copied_run(lambda r: None, "predict", "{run}", "{root}"), "is a folder"),
+    "predict: a text file for an image": (
+        copied_run(lambda r: (r / "notes.png").write_text("hello"), "predict", "{run}", "{run}/notes.png"),
+        "not an image in a format Pillow reads",
+    ),
     "root is the dataset's own folder": (
         plain(["train", *TINY, "--root", "{root}/mnist", "--no-verify"]),
         "is the mnist folder itself; the data root is its parent",

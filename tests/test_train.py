@@ -170,7 +170,7 @@ def test_predict_prints_class_and_probability(trained_run, tmp_path, capsys):
         assert 0 <= r["class"] <= 9 and r["label"] == str(r["class"]) and 0 < r["probability"] <= 1
         assert len(r["top"]) == 3 and r["top"][0]["probability"] >= r["top"][1]["probability"]
     assert rows[0]["class"] == rows[1]["class"]
-    assert "notes.png: not a readable image" in captured.err
+    assert "notes.png: not an image in a format Pillow reads" in captured.err
 
 
 def test_python_api_returns_model_and_history(fake_root, monkeypatch):

@@ -42,8 +42,10 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, max_pixels: int 
         raise LenetError(f"{name}: no such file") from None
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"{name}: too many pixels (Pillow's decompression-bomb limit)") from None
-    except UnidentifiedImageError as e:
-        raise LenetError(f"{name}: not a readable image ({e.__class__.__name__})") from None
+    except UnidentifiedImageError:
+        raise LenetError(f"{name}: not an image in a format Pillow reads (PNG, JPEG, GIF, BMP, ...)") from None
+    except IsADirectoryError:
+        raise LenetError(f"{name}: is a folder, not an image file") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise LenetError(f"{name}: not a readable image ({e})") from None
     return image
