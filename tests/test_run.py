@@ -159,6 +159,20 @@ def start(argv: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def test_the_program_exits_quickly_with_everything_written_and_said(fake_root, tmp_path):
+    """`lenet train` skips Python's teardown (os._exit) once the run is complete: nothing may be lost to it."""
+    argv = [sys.executable, "-m", "lenet", *cli_args(fake_root, tmp_path / "run", "--epochs", "2"), "--json"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}  # stdout a pipe, block-buffered: it must be flushed
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    printed = json.loads(out.strip().splitlines()[-1])
+    folder = tmp_path / "run"
+    assert printed == json.loads((folder / "summary.json").read_text())
+    assert len(list(csv.DictReader((folder / "metrics.csv").open()))) == 2
+    assert lenet.load(folder).summary == printed and (folder / "curves.png").stat().st_size > 0
+
+
 def test_resume_after_ctrl_c_keeps_one_row_per_epoch_and_the_whole_runs_numbers(fake_root, tmp_path, capsys):
     args = ["--epochs", "6", "--batch-size", "50", "--seed", "5", "--schedule", "constant"]  # 12 steps an epoch
     threads = torch.get_num_threads()

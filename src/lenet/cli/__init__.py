@@ -9,6 +9,7 @@ eval, predict, activations), serving (serve, export), info (models, inspect, rec
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -36,7 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
 def entry() -> None:
     """The `lenet` program (lenet.program.run): main() with the exit status."""
     common.PROGRAM = True
-    sys.exit(main())
+    code = main()
+    if common.QUICK_EXIT:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe (`lenet train | head`): nothing more can be said
+            pass
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

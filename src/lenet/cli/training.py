@@ -75,6 +75,7 @@ def cmd_train(args) -> int:
         return 128 + signal.Signals["SIG" + run.stopped.removeprefix("SIG")].value
     if not dist.main_process():
         return 0
+    common.QUICK_EXIT = not dist.launched()  # one process, its run folder complete (under torchrun: the usual exit)
     if args.json:
         print(json.dumps(run.summary))
     test_acc = run.summary.get("test_acc")
