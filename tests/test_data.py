@@ -2,10 +2,12 @@
 
 import gzip
 import hashlib
+import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_dataset
 
 import lenet
 from lenet.data import (
@@ -204,3 +206,72 @@ def test_d2l_style_helper(fake_root):
     assert y.dtype == torch.int64
     ((X32, _),) = list(lenet.load_data_fashion_mnist(batch_size=200, resize=32, root=fake_root, verify=False)[1])
     assert X32.shape == (200, 1, 32, 32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cache of decoded files (lenet.data.decoded)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty decoded-data cache of the test's own, taking files of any size."""
+    from lenet.data import decoded
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(decoded, "CACHE_MIN_BYTES", 0)
+    return decoded.cache_dir()
+
+
+def test_a_second_load_reads_the_cache_and_gets_the_same_arrays(tmp_path, cache, monkeypatch):
+    from lenet.data import integrity
+
+    write_dataset(tmp_path, "mnist")
+    first = load_raw("mnist", "train", tmp_path, verify=False)
+    assert len(list(cache.glob("*-mismatch.npy"))) == 2  # generated data: not the official checksums
+    monkeypatch.setattr(integrity, "check_file", lambda *a: pytest.fail("read the file, not the cache"))
+    second = load_raw("mnist", "train", tmp_path, verify=False)
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(first, second, strict=True))
+    with pytest.raises(LenetError, match="checksum does not match"):  # a cached mismatch is still refused
+        load_raw("mnist", "train", tmp_path)
+
+
+def test_a_changed_file_is_read_and_verified_again(tmp_path, cache):
+    write_dataset(tmp_path, "mnist")
+    images, _ = load_raw("mnist", "test", tmp_path, verify=False)
+    path = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
+    stat = path.stat()
+    write_idx(path, 255 - images)  # new bytes, then the old modification time put back
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again, _ = load_raw("mnist", "test", tmp_path, verify=False)
+    assert np.array_equal(again, 255 - images)
+
+
+def test_verify_reads_the_files_not_the_cache(tmp_path, cache):
+    write_dataset(tmp_path, "mnist")
+    load_raw("mnist", "test", tmp_path, verify=False)
+    for entry in cache.glob("*.npy"):  # a cache that lies about the images: verify must not believe it
+        if np.load(entry).ndim == 3:
+            np.save(entry, np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(LenetError, match="3 images but 200 labels"):  # the loader reads it, and still checks
+        load_raw("mnist", "test", tmp_path, verify=False)
+    report = lenet.data.verify("mnist", tmp_path)
+    assert [f["shape"][0] for f in report["files"]] == [600, 600, 200, 200]
+
+
+def test_an_unwritable_cache_is_no_cache(tmp_path, cache, monkeypatch):
+    write_dataset(tmp_path, "mnist")
+    cache.parent.mkdir(parents=True)
+    cache.write_text("a file where the cache folder should be")
+    images, labels = load_raw("mnist", "train", tmp_path, verify=False)
+    assert images.shape == (600, 28, 28) and cache.is_file()
+
+
+def test_real_mnist_from_the_cache_is_the_verified_data(real_root, cache, monkeypatch):
+    from lenet.data import decoded
+
+    monkeypatch.setattr(decoded, "CACHE_MIN_BYTES", 1 << 20)  # as shipped: the image files only
+    fresh = load_raw("mnist", "test", real_root)
+    assert [p.name.split("-", 1)[1] for p in cache.glob("*.npy")] == ["payload.npy"]
+    cached = load_raw("mnist", "test", real_root)
+    assert np.array_equal(fresh[0], cached[0]) and np.array_equal(fresh[1], cached[1])
+    assert hashlib.md5(cached[0].tobytes()).hexdigest() == hashlib.md5(fresh[0].tobytes()).hexdigest()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LenetError
+from . import decoded
 from .catalogue import DataFile, DatasetInfo, get_dataset_info, resolve_root
 from .idx import GZIP_MAGIC, check_size, parse_header, read_idx_bytes
 
@@ -115,20 +116,28 @@ def load_splits(
     return loaded
 
 
-def _checked_files(info: DatasetInfo, split: str, root: Path) -> list[tuple[Path, DataFile, Checked]]:
-    """The split's files (images, then labels), found under `root`, read and checked."""
+def _checked_files(info: DatasetInfo, split: str, root: Path, cached: bool) -> list[tuple[Path, DataFile, Checked]]:
+    """The split's files (images, then labels), found under `root`, read and checked (or, if `cached`, as they
+    were read and checked by an earlier run, when they have not changed since)."""
     found = []
     for spec in info.split_files(split):
         path = locate(info, spec, root)
         if path is None:
             raise _missing(info, spec, root)
-        found.append((path, spec, check_file(path, spec)))
+        hit = decoded.lookup(path, spec) if cached else None
+        if hit is not None:
+            checked = Checked(path, *hit)
+        else:
+            checked = check_file(path, spec)
+            if cached:
+                decoded.store(path, spec, checked.array, checked.status)
+        found.append((path, spec, checked))
     return found
 
 
 def _load_split(info: DatasetInfo, split: str, root: Path, verify: bool, unofficial: list[Path]):
     arrays = []
-    for path, spec, checked in _checked_files(info, split, root):
+    for path, spec, checked in _checked_files(info, split, root, cached=True):
         if checked.status == "mismatch":
             if verify:
                 raise LenetError(
@@ -152,7 +161,7 @@ def verify(name: str, root: str | os.PathLike | None = None) -> dict:
     info, root = get_dataset_info(name), resolve_root(root)
     files, splits = [], {}
     for split in ("train", "test"):
-        found = _checked_files(info, split, root)
+        found = _checked_files(info, split, root, cached=False)  # verify: always the files themselves
         files += [{"file": str(path), "shape": list(c.array.shape), "checksum": c.status} for path, _, c in found]
         images, labels = (c.array for _, _, c in found)
         splits[split] = {
