@@ -73,9 +73,11 @@ def cmd_train(args) -> int:
                     **overrides)  # fmt: skip
     if run.stopped not in (None, "max-steps"):
         return 128 + signal.Signals["SIG" + run.stopped.removeprefix("SIG")].value
+    if dist.launched():
+        dist.leave()
+    common.QUICK_EXIT = True  # the run folder is complete, the process group left: nothing to tear down
     if not dist.main_process():
         return 0
-    common.QUICK_EXIT = not dist.launched()  # one process, its run folder complete (under torchrun: the usual exit)
     if args.json:
         print(json.dumps(run.summary))
     test_acc = run.summary.get("test_acc")
