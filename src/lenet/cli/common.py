@@ -7,8 +7,8 @@ import math
 
 PROGRAM = False  # running as the `lenet` program (not main() from Python): a stopped run ignores further Ctrl-C's
 # Set by a command that leaves nothing to clean up (its files written, closed and fsynced; no threads, children
-# or servers): the program then exits without Python's teardown, which spends 0.3-0.45 s here unloading torch
-# and matplotlib (`import torch` then exit: 1.08 s; with os._exit: 0.77 s), a tenth of the `fast` recipe's run.
+# or servers): the program then exits without Python's teardown, whose unloading of torch and matplotlib is a
+# tenth of the `fast` recipe's run (README, Speed).
 QUICK_EXIT = False
 
 # ----------------------------------------------------------------------------------------------------------

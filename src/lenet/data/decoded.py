@@ -1,7 +1,7 @@
 """A cache of verified, decoded dataset files: the second run reads the array instead of inflating and hashing.
 
-Inflating, hashing and parsing MNIST's four files takes ~0.2 s, a tenth of the `fast` recipe's whole run; the
-decoded arrays (~55 MB for MNIST) read from the cache in ~0.02 s. An entry is keyed by the file's identity and
+Inflating, hashing and parsing MNIST's files is a tenth of the `fast` recipe's whole run, and reading the
+decoded arrays back a tenth of that (README, Speed and Data). An entry is keyed by the file's identity and
 every stat field a change to its bytes moves (device, inode, size, mtime and ctime: ctime cannot be set back
 by a user, so even a file rewritten with its old mtime restored is read and verified again), and by the
 checksums it was verified against. `lenet data verify` never reads the cache.
