@@ -173,6 +173,16 @@ def test_the_program_exits_quickly_with_everything_written_and_said(fake_root, t
     assert lenet.load(folder).summary == printed and (folder / "curves.png").stat().st_size > 0
 
 
+def test_a_reader_that_leaves_stops_the_program_quietly(fake_root, tmp_path):
+    """`lenet train | head -1`: the run stops as a command killed by SIGPIPE would, with no traceback."""
+    proc = start([*cli_args(fake_root, tmp_path / "run", "--epochs", "3"), "--batch-size", "10"])
+    assert proc.stdout.readline() == "training on cpu\n"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 128 + signal.SIGPIPE
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
 def test_resume_after_ctrl_c_keeps_one_row_per_epoch_and_the_whole_runs_numbers(fake_root, tmp_path, capsys):
     args = ["--epochs", "6", "--batch-size", "50", "--seed", "5", "--schedule", "constant"]  # 12 steps an epoch
     threads = torch.get_num_threads()

@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except LenetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lenet ... | head`: the reader left; stop quietly, as a command killed by SIGPIPE
+        if common.PROGRAM:  # nothing more can reach it, the interpreter's last flush included
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as e:  # Ctrl-C anywhere, start-up included: one line (a run says what it kept)
         if common.PROGRAM:  # another Ctrl-C while the program exits must not become a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
