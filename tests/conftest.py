@@ -78,3 +78,46 @@ def mnist_run(real_root, tmp_path_factory) -> Path:
     args = ["train", "--recipe", "fast", "--epochs", "1", "--snapshots", "--root", str(real_root)]
     assert main([*args, "--out", str(out)]) == 0
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Debian's Chromium through Playwright: the drawing page (test_browser) and its static export (test_web_export)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if CHROMIUM.is_file():
+        return CHROMIUM
+    if os.environ.get("LENET_REQUIRE_DATA") == "1":
+        pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium, tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(chromium), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900},
+        )  # fmt: skip
+        yield context
+        context.close()
+
+
+def open_page(browser, url: str):
+    """A new tab on `url`, ready (the page set data-ready), and the list its JavaScript errors go to."""
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']")
+    return page, errors

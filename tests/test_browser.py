@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TIMEOUT_MS, open_page
 from PIL import Image
 
 from lenet.cli import main
@@ -26,22 +26,6 @@ from lenet.infer.predict import Predictor
 from lenet.infer.preprocess import preprocess
 from lenet.infer.web import saliency
 from lenet.train.snapshots import list_snapshots, snapshot_path
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if CHROMIUM.is_file():
-        return CHROMIUM
-    if os.environ.get("LENET_REQUIRE_DATA") == "1":
-        pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -76,25 +60,8 @@ def server(chromium, mnist_run, lenet98_run, real_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(chromium, tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(chromium), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900},
-        )  # fmt: skip
-        yield context
-        context.close()
-
-
-@pytest.fixture(scope="module")
 def page(browser, server):
-    page = browser.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server)
-    page.wait_for_selector("body[data-ready='1']")
+    page, errors = open_page(browser, server)
     yield page
     assert not errors
     page.close()

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import open_page
 from PIL import Image, ImageDraw
 from safetensors.torch import load
-from test_browser import CHROMIUM_ARGS, DIGITS, TIMEOUT_MS, chromium, draw  # noqa: F401  (the chromium fixture)
+from test_browser import DIGITS, draw
 
 import lenet
 from lenet.cli import main
@@ -84,18 +85,6 @@ def test_export_destinations(run_dir, tmp_path, capsys):
 # In the browser
 
 
-@pytest.fixture(scope="module")
-def browser(chromium, tmp_path_factory):  # noqa: F811
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(chromium), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900},
-        )  # fmt: skip
-        yield context
-        context.close()
-
-
 def static_host(folder: Path):
     """The folder on a plain static file server, as GitHub Pages or `python -m http.server` would serve it."""
 
@@ -107,16 +96,6 @@ def static_host(folder: Path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
-
-
-def open_page(browser, url: str):
-    page = browser.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_selector("body[data-ready='1']")
-    return page, errors
 
 
 # Each model of the zoo with its seed's recipe, trained for two steps on generated digits: the page must run
