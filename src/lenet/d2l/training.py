@@ -193,8 +193,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     `net` is any module (an nn.Sequential LeNet takes lenet's compiled fast path on the CPU); the iterators
     are those of load_data_fashion_mnist, DataLoaders or anything yielding (X, y) batches.
     """
-    from ..train.loop import fit
     from ..train.live import TrainingCurves
+    from ..train.loop import fit
 
     def init_weights(m):
         if type(m) is nn.Linear or type(m) is nn.Conv2d:
